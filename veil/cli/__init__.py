@@ -1,0 +1,35 @@
+"""The ``veil`` command line.
+
+Each command family lives in its own module and registers a typer sub-app
+here; heavy imports (torch, protocols) happen inside the commands, so that
+``veil --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from veil.cli import attack, bench, data, demo, dp, fe
+
+app = typer.Typer(
+    name="veil",
+    help=(
+        "Veil: privacy-preserving machine learning on PyTorch.\n\n"
+        "Secure two-party computation with function secret sharing (private inference), "
+        "differential privacy (DP-SGD, DP-SGLD), quadratic functional encryption, and the "
+        "attacks that measure what a model leaks."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(dp.app, name="dp")
+app.add_typer(attack.app, name="attack")
+app.add_typer(fe.app, name="fe")
+app.add_typer(bench.app, name="bench")
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    app()
