@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from veil.cli import attack, bench, data, demo, dp, fe
+from veil.cli import attack, bench, data, demo, dp, fe, models
 
 app = typer.Typer(
     name="veil",
@@ -27,6 +27,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(dp.app, name="dp")
 app.add_typer(attack.app, name="attack")
 app.add_typer(fe.app, name="fe")
+app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 
