@@ -70,8 +70,12 @@ class CSPRNG:
             return self._encryptor.update(bytes(n))
 
     def _array(self, count: int, dtype: np.dtype) -> np.ndarray:
-        itemsize = np.dtype(dtype).itemsize
-        return np.frombuffer(bytearray(self.random_bytes(count * itemsize)), dtype=dtype)
+        n = count * np.dtype(dtype).itemsize
+        # update_into writes the keystream straight into a writable buffer: no extra copy
+        buf = bytearray(n + 15)
+        with self._lock:
+            self._encryptor.update_into(bytes(n), buf)
+        return np.frombuffer(buf, dtype=np.uint8, count=n).view(dtype)
 
     def integers(self, shape: Shape, device: torch.device | str | None = None) -> torch.Tensor:
         """Uniform int64 tensor over the whole ring Z_2^64 (all 2^64 values)."""
