@@ -1,0 +1,198 @@
+"""Batched FSS tree keys (DPF and DCF), their exact sizes and bit-packed format.
+
+A :class:`TreeKey` holds one party's keys for ``N`` independent point or
+comparison functions, field by field as numpy arrays laid out level-major (so
+that evaluating level ``i`` of all ``N`` keys touches contiguous memory):
+
+=========  ===================  =============================================
+field      shape, dtype         meaning
+=========  ===================  =============================================
+seed       (N, 2) uint64        root seed s^(0) (λ = 128 bits)
+scw        (n, N, 2) uint64     seed correction word per level
+vcw        (n, N, m) uint64     value correction word per level (DCF only)
+tl, tr     (n, N) uint8         control-bit correction words per level
+cw_last    (N, m) uint64        final output correction word
+=========  ===================  =============================================
+
+The output group is ``(Z_{2^ell})^m``: ``m`` components of ``ell`` bits.
+A DCF key has ``n(λ + m·ell + 2) + λ + m·ell`` bits (BCG+21, Eurocrypt 2021),
+a DPF key ``n(λ + 2) + λ + m·ell`` bits; :meth:`TreeKey.pack` stores exactly
+that many bits per key (rounded up to whole bytes), whatever ``α`` is.
+
+Keys are single-use: evaluating a key marks it consumed and a second
+evaluation raises :class:`KeyReuseError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LAMBDA = 128
+
+
+class KeyReuseError(RuntimeError):
+    """Raised when single-use FSS key material is evaluated a second time."""
+
+
+def key_bits(kind: str, n: int, ell: int, width: int = 1) -> int:
+    """Exact size in bits of one key (one party, one function).
+
+    Example
+    -------
+    >>> key_bits("dcf", 31, 1)   # the BCG+21 DReLU key for 32-bit inputs
+    4190
+    """
+    payload = width * ell
+    if kind == "dcf":
+        return n * (LAMBDA + payload + 2) + LAMBDA + payload
+    if kind == "dpf":
+        return n * (LAMBDA + 2) + LAMBDA + payload
+    raise ValueError(f"unknown key kind {kind!r}")
+
+
+def _field_bits(values: np.ndarray, ell: int) -> np.ndarray:
+    """(N, F) uint64 -> (N, F*ell) uint8 bits, little-endian within each field."""
+    n, f = values.shape
+    bits = np.unpackbits(
+        np.ascontiguousarray(values).view(np.uint8).reshape(n, f, 8), axis=-1, bitorder="little"
+    )
+    return bits[:, :, :ell].reshape(n, f * ell)
+
+
+def _bits_field(bits: np.ndarray, f: int, ell: int) -> np.ndarray:
+    """Inverse of :func:`_field_bits`: (N, F*ell) bits -> (N, F) uint64."""
+    n = bits.shape[0]
+    full = np.zeros((n, f, 64), dtype=np.uint8)
+    full[:, :, :ell] = bits.reshape(n, f, ell)
+    return np.packbits(full, axis=-1, bitorder="little").view(np.uint64).reshape(n, f)
+
+
+@dataclass
+class TreeKey:
+    """One party's batch of ``N`` DPF or DCF keys (see the module docstring)."""
+
+    kind: str
+    party: int
+    n: int
+    ell: int
+    width: int
+    seed: np.ndarray
+    scw: np.ndarray
+    vcw: np.ndarray
+    tl: np.ndarray
+    tr: np.ndarray
+    cw_last: np.ndarray
+    _consumed: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("dcf", "dpf"):
+            raise ValueError(f"unknown key kind {self.kind!r}")
+        if self.party not in (0, 1):
+            raise ValueError("party must be 0 or 1")
+        if not 1 <= self.n <= 64 or not 1 <= self.ell <= 64:
+            raise ValueError(f"need 1 <= n, ell <= 64, got n={self.n}, ell={self.ell}")
+
+    @property
+    def count(self) -> int:
+        """Number of keys in the batch."""
+        return self.seed.shape[0]
+
+    @property
+    def bits(self) -> int:
+        """Exact size in bits of one key of this batch."""
+        return key_bits(self.kind, self.n, self.ell, self.width)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one packed key."""
+        return (self.bits + 7) // 8
+
+    def consume(self) -> None:
+        """Mark the batch used; raise :class:`KeyReuseError` if it already was."""
+        if self._consumed:
+            raise KeyReuseError(
+                f"FSS {self.kind} key batch (party {self.party}, {self.count} keys) was already "
+                "evaluated; keys are single-use, ask the dealer for fresh material"
+            )
+        self._consumed = True
+
+    @property
+    def consumed(self) -> bool:
+        """Whether the batch has been evaluated."""
+        return self._consumed
+
+    # -- bit-packed format ----------------------------------------------------------------
+    def pack(self) -> np.ndarray:
+        """The keys as bytes, ``(N, nbytes)`` uint8: exactly :attr:`bits` bits per key.
+
+        Layout per key: root seed and the ``n`` seed corrections (16 bytes each),
+        then the value corrections and final word (whole bytes when ``ell`` is a
+        multiple of 8, otherwise bit-packed together with the control bits),
+        then the ``2n`` control-bit corrections.
+        """
+        num = self.count
+        seeds = np.concatenate([self.seed[:, None, :], self.scw.transpose(1, 0, 2)], axis=1)
+        parts = [seeds.reshape(num, -1).view(np.uint8)]
+        vals = self.cw_last
+        if self.kind == "dcf":
+            vals = np.concatenate([self.vcw.transpose(1, 0, 2).reshape(num, -1), vals], axis=1)
+        tbits = np.concatenate([self.tl.T, self.tr.T], axis=1).astype(np.uint8)
+        if self.ell % 8 == 0:
+            byte_vals = np.ascontiguousarray(vals).view(np.uint8).reshape(num, vals.shape[1], 8)
+            parts.append(byte_vals[:, :, : self.ell // 8].reshape(num, -1))
+            parts.append(np.packbits(tbits, axis=1, bitorder="little"))
+        else:
+            bits = np.concatenate([_field_bits(vals, self.ell), tbits], axis=1)
+            parts.append(np.packbits(bits, axis=1, bitorder="little"))
+        out = np.ascontiguousarray(np.concatenate(parts, axis=1))
+        assert out.shape[1] == self.nbytes
+        return out
+
+    @classmethod
+    def unpack(
+        cls, data: np.ndarray, kind: str, party: int, n: int, ell: int, width: int = 1
+    ) -> TreeKey:
+        """Rebuild a batch from :meth:`pack` output (checks the byte length)."""
+        expect = (key_bits(kind, n, ell, width) + 7) // 8
+        data = np.asarray(data)
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != expect:
+            raise ValueError(
+                f"packed {kind} keys for n={n}, ell={ell}, width={width} must be uint8 of shape "
+                f"(N, {expect}), got {data.dtype} {data.shape}"
+            )
+        num = data.shape[0]
+        seed_bytes = 16 * (n + 1)
+        seeds = np.ascontiguousarray(data[:, :seed_bytes]).view(np.uint64).reshape(num, n + 1, 2)
+        nvals = width * (n + 1) if kind == "dcf" else width
+        rest = data[:, seed_bytes:]
+        if ell % 8 == 0:
+            vb = ell // 8
+            raw = np.zeros((num, nvals, 8), dtype=np.uint8)
+            raw[:, :, :vb] = rest[:, : nvals * vb].reshape(num, nvals, vb)
+            vals = raw.view(np.uint64).reshape(num, nvals)
+            tbits = np.unpackbits(rest[:, nvals * vb :], axis=1, bitorder="little")[:, : 2 * n]
+        else:
+            bits = np.unpackbits(rest, axis=1, bitorder="little")
+            vals = _bits_field(bits[:, : nvals * ell], nvals, ell)
+            tbits = bits[:, nvals * ell : nvals * ell + 2 * n]
+        if kind == "dcf":
+            vcw = np.ascontiguousarray(vals[:, : n * width].reshape(num, n, width).transpose(1, 0, 2))
+            cw_last = np.ascontiguousarray(vals[:, n * width :])
+        else:
+            vcw = np.zeros((n, num, 0), dtype=np.uint64)
+            cw_last = np.ascontiguousarray(vals)
+        return cls(
+            kind=kind,
+            party=party,
+            n=n,
+            ell=ell,
+            width=width,
+            seed=np.ascontiguousarray(seeds[:, 0]),
+            scw=np.ascontiguousarray(seeds[:, 1:].transpose(1, 0, 2)),
+            vcw=vcw,
+            tl=np.ascontiguousarray(tbits[:, :n].T),
+            tr=np.ascontiguousarray(tbits[:, n:].T),
+            cw_last=cw_last,
+        )

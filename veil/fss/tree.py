@@ -1,0 +1,203 @@
+"""The GGM tree shared by the DPF (BGI 2016) and the DCF (BCG+21), vectorised over keys.
+
+Each tree level expands every seed with the fixed-key MMO PRG into a left and a
+right child seed (one AES block each) and, in the same pass, one or more blocks
+holding the two control bits and, for the DCF, the two value words of the level
+(``2 + 2·m·ell`` bits). Keygen walks all ``N`` key pairs level by level (both
+parties' seeds in one AES call); evaluation walks all ``N`` inputs level by level.
+No Python loop ever runs over keys, only over the ``n`` levels.
+
+This module is the engine; use :mod:`veil.fss.dcf` and :mod:`veil.fss.dpf`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from veil.csprng import CSPRNG, default_generator
+from veil.fss.key import TreeKey
+from veil.fss.prg import MMO
+
+ONE = np.uint64(1)
+# Fixed-key families: seeds and level words use keys 0.., the final Convert uses its own.
+_CONVERT_FIRST = 1 << 20
+EVAL_CHUNK = 1 << 15
+
+
+def _ring_mask(ell: int) -> np.uint64:
+    return np.uint64((1 << ell) - 1)
+
+
+def _blocks_for(bits: int) -> int:
+    return max(1, -(-bits // 128))
+
+
+_PRGS: dict[tuple[int, int], MMO] = {}
+
+
+def _prg(count: int, first: int) -> MMO:
+    # Encryptor objects are stateless in ECB mode; cache them per (count, first).
+    key = (count, first)
+    if key not in _PRGS:
+        _PRGS[key] = MMO(count, first)
+    return _PRGS[key]
+
+
+def _fields(words: np.ndarray, offset: int, count: int, ell: int) -> np.ndarray:
+    """``count`` consecutive ``ell``-bit fields starting at bit ``offset`` of each row."""
+    if count == 0:
+        return np.zeros((words.shape[0], 0), dtype=np.uint64)
+    if ell == 64 and offset % 64 == 0:
+        w = offset // 64
+        return words[:, w : w + count]
+    offs = offset + ell * np.arange(count)
+    w, sh = offs // 64, (offs % 64).astype(np.uint64)
+    lo = words[:, w] >> sh
+    spill = (offs % 64) + ell > 64
+    if spill.any():
+        hi_shift = ((64 - offs % 64) % 64).astype(np.uint64)
+        hi = np.where(spill, words[:, np.minimum(w + 1, words.shape[1] - 1)] << hi_shift, 0)
+        lo = lo | hi.astype(np.uint64)
+    return lo & _ring_mask(ell) if ell < 64 else lo
+
+
+class _Level:
+    """The PRG expansion of one tree level for a given payload shape."""
+
+    def __init__(self, width: int, ell: int) -> None:
+        self.width, self.ell = width, ell
+        self.vblocks = _blocks_for(2 + 2 * width * ell)
+        self.prg = _prg(2 + self.vblocks, 0)
+
+    def expand(self, seeds: np.ndarray):
+        """Children seeds, value words and control bits of every seed."""
+        m, ell = self.width, self.ell
+        s_left = self.prg.expand(seeds, 0)
+        s_right = self.prg.expand(seeds, 1)
+        words = np.zeros((seeds.shape[0], 2 * self.vblocks + 1), dtype=np.uint64)
+        words[:, :-1] = self.prg.expand_many(seeds, 2, self.vblocks)
+        v_left = _fields(words, 0, m, ell)
+        v_right = _fields(words, m * ell, m, ell)
+        t_left = _fields(words, 2 * m * ell, 1, 1)[:, 0]
+        t_right = _fields(words, 2 * m * ell + 1, 1, 1)[:, 0]
+        return s_left, s_right, v_left, v_right, t_left, t_right
+
+
+def _convert(seeds: np.ndarray, width: int, ell: int) -> np.ndarray:
+    """Map final seeds to group elements of ``(Z_{2^ell})^width`` (PRG-expanded)."""
+    blocks = _blocks_for(width * ell)
+    prg = _prg(blocks, _CONVERT_FIRST)
+    words = np.zeros((seeds.shape[0], 2 * blocks + 1), dtype=np.uint64)
+    words[:, :-1] = prg.expand_many(seeds, 0, blocks)
+    return _fields(words, 0, width, ell)
+
+
+def _select(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``b`` where ``mask`` is all-ones, ``a`` where it is zero (branch-free)."""
+    return a ^ ((a ^ b) & mask)
+
+
+def _random_seeds(rng: CSPRNG, num: int) -> np.ndarray:
+    return np.frombuffer(rng.random_bytes(16 * num), dtype=np.uint64).reshape(num, 2).copy()
+
+
+def gen(
+    kind: str,
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    n: int,
+    ell: int,
+    rng: CSPRNG | None = None,
+) -> tuple[TreeKey, TreeKey]:
+    """Keys of ``N`` point (``kind="dpf"``) or comparison (``"dcf"``) functions.
+
+    ``alpha``: ``(N,)`` uint64 with ``n`` significant bits; ``beta``: ``(N, m)`` uint64.
+    """
+    rng = rng or default_generator()
+    num, width = beta.shape
+    dcf = kind == "dcf"
+    mask = _ring_mask(ell)
+    level = _Level(width if dcf else 0, ell)
+    seed0, seed1 = _random_seeds(rng, num), _random_seeds(rng, num)
+    s = np.concatenate([seed0, seed1])
+    t = np.concatenate([np.zeros(num, np.uint64), np.ones(num, np.uint64)])
+    v_alpha = np.zeros((num, width), dtype=np.uint64)
+    beta = beta & mask
+    scw = np.empty((n, num, 2), dtype=np.uint64)
+    vcw = np.zeros((n, num, width if dcf else 0), dtype=np.uint64)
+    tl = np.empty((n, num), dtype=np.uint8)
+    tr = np.empty((n, num), dtype=np.uint8)
+    for i in range(n):
+        a = (alpha >> np.uint64(n - 1 - i)) & ONE
+        amask = np.concatenate([-a, -a])  # all-ones where alpha_i = 1 (keep right)
+        s_l, s_r, v_l, v_r, t_l, t_r = level.expand(s)
+        s_keep, s_lose = _select(s_l, s_r, amask[:, None]), _select(s_r, s_l, amask[:, None])
+        cw_s = s_lose[:num] ^ s_lose[num:]
+        cw_tl = t_l[:num] ^ t_l[num:] ^ a ^ ONE
+        cw_tr = t_r[:num] ^ t_r[num:] ^ a
+        if dcf:
+            v_keep, v_lose = _select(v_l, v_r, amask[:, None]), _select(v_r, v_l, amask[:, None])
+            sign = (ONE - (t[num:] << ONE))[:, None]  # (-1)^{t_1}
+            cw_v = sign * (v_lose[num:] - v_lose[:num] - v_alpha) + a[:, None] * sign * beta
+            cw_v &= mask
+            v_alpha = v_alpha - v_keep[num:] + v_keep[:num] + sign * cw_v
+            vcw[i] = cw_v
+        t_keep = _select(t_l, t_r, amask)
+        cw_t_keep = _select(cw_tl, cw_tr, -a)
+        tmask = -t
+        s = s_keep ^ (np.concatenate([cw_s, cw_s]) & tmask[:, None])
+        t = t_keep ^ (t & np.concatenate([cw_t_keep, cw_t_keep]))
+        scw[i], tl[i], tr[i] = cw_s, cw_tl, cw_tr
+    conv = _convert(s, width, ell)
+    sign = (ONE - (t[num:] << ONE))[:, None]
+    if dcf:
+        cw_last = sign * (conv[num:] - conv[:num] - v_alpha)
+    else:
+        cw_last = sign * (beta - conv[:num] + conv[num:])
+    cw_last &= mask
+    keys = tuple(
+        TreeKey(kind, b, n, ell, width, seed, scw, vcw, tl, tr, cw_last)
+        for b, seed in ((0, seed0), (1, seed1))
+    )
+    return keys  # type: ignore[return-value]
+
+
+def _eval_chunk(key: TreeKey, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    dcf = key.kind == "dcf"
+    width, ell, n = key.width, key.ell, key.n
+    level = _Level(width if dcf else 0, ell)
+    s = key.seed[lo:hi]
+    x = x[lo:hi]
+    t = np.full(hi - lo, key.party, dtype=np.uint64)
+    acc = np.zeros((hi - lo, width), dtype=np.uint64)
+    for i in range(n):
+        xb = (x >> np.uint64(n - 1 - i)) & ONE
+        xm = -xb
+        s_l, s_r, v_l, v_r, t_l, t_r = level.expand(s)
+        s = _select(s_l, s_r, xm[:, None]) ^ (key.scw[i, lo:hi] & (-t)[:, None])
+        if dcf:
+            acc += _select(v_l, v_r, xm[:, None]) + t[:, None] * key.vcw[i, lo:hi]
+        cw_t = _select(key.tl[i, lo:hi].astype(np.uint64), key.tr[i, lo:hi].astype(np.uint64), xm)
+        t = _select(t_l, t_r, xm) ^ (t & cw_t)
+    acc += _convert(s, width, ell) + t[:, None] * key.cw_last[lo:hi]
+    if key.party:
+        acc = -acc
+    return acc & _ring_mask(ell)
+
+
+def evaluate(key: TreeKey, x: np.ndarray) -> np.ndarray:
+    """This party's output shares ``(N, m)`` at the public inputs ``x`` (consumes the key)."""
+    x = np.asarray(x)
+    if x.dtype != np.uint64 or x.shape != (key.count,):
+        raise ValueError(
+            f"inputs must be uint64 of shape ({key.count},) for this key batch, got "
+            f"{x.dtype} {x.shape}"
+        )
+    if key.n < 64 and (x >> np.uint64(key.n)).any():
+        raise ValueError(f"inputs exceed the key's {key.n}-bit domain")
+    key.consume()
+    out = np.empty((key.count, key.width), dtype=np.uint64)
+    for lo in range(0, key.count, EVAL_CHUNK):
+        hi = min(lo + EVAL_CHUNK, key.count)
+        out[lo:hi] = _eval_chunk(key, x, lo, hi)
+    return out
