@@ -17,6 +17,7 @@ from veil.models.training import (
     train_zoo_model,
 )
 from veil.models.zoo import (
+    VGG16,
     ZOO,
     AlexNet,
     BasicBlock,
@@ -24,7 +25,6 @@ from veil.models.zoo import (
     Network1,
     Network2,
     ResNet18,
-    VGG16,
     ZooEntry,
     build,
     entry,

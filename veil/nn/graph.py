@@ -113,8 +113,8 @@ class SecureGraph:
         if not x.is_floating_point():
             raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
         if x.dim() != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"input must have shape (batch, {', '.join(map(str, self.input_shape))})"
-                             f", got {tuple(x.shape)}")
+            dims = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"input must have shape (batch, {dims}), got {tuple(x.shape)}")
         if x.shape[0] < 1:
             raise ValueError("input batch is empty")
         if not torch.isfinite(x).all():
