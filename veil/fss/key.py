@@ -178,7 +178,8 @@ class TreeKey:
             vals = _bits_field(bits[:, : nvals * ell], nvals, ell)
             tbits = bits[:, nvals * ell : nvals * ell + 2 * n]
         if kind == "dcf":
-            vcw = np.ascontiguousarray(vals[:, : n * width].reshape(num, n, width).transpose(1, 0, 2))
+            vcw = vals[:, : n * width].reshape(num, n, width).transpose(1, 0, 2)
+            vcw = np.ascontiguousarray(vcw)
             cw_last = np.ascontiguousarray(vals[:, n * width :])
         else:
             vcw = np.zeros((n, num, 0), dtype=np.uint64)

@@ -53,9 +53,9 @@ class MMO:
         self.count = count
 
     def expand(self, seeds: np.ndarray, j: int, out: np.ndarray | None = None) -> np.ndarray:
-        """``AES_{k_j}(s) xor s`` for every row ``s`` of ``seeds`` (``uint64``, shape ``(N, 2)``)."""
+        """``AES_{k_j}(s) xor s`` for every row ``s`` of ``seeds`` (uint64, ``(N, 2)``)."""
         if seeds.dtype != np.uint64 or seeds.ndim != 2 or seeds.shape[1] != 2:
-            raise ValueError(f"seeds must be uint64 of shape (N, 2), got {seeds.dtype} {seeds.shape}")
+            raise ValueError(f"seeds must be uint64 (N, 2), got {seeds.dtype} {seeds.shape}")
         seeds = np.ascontiguousarray(seeds)
         n = seeds.shape[0]
         if out is None:
@@ -63,12 +63,13 @@ class MMO:
         if n:
             # update_into wants room for one extra block; write into a spare row then trim.
             buf = np.empty((n + 1, 2), dtype=np.uint64)
-            self._enc[j].update_into(seeds.view(np.uint8).reshape(-1), buf.view(np.uint8).reshape(-1))
+            src, dst = seeds.view(np.uint8).reshape(-1), buf.view(np.uint8).reshape(-1)
+            self._enc[j].update_into(src, dst)
             np.bitwise_xor(buf[:n], seeds, out=out)
         return out
 
     def expand_many(self, seeds: np.ndarray, first: int, blocks: int) -> np.ndarray:
-        """Blocks ``first .. first+blocks-1`` of every seed, as ``uint64`` words ``(N, 2*blocks)``."""
+        """Blocks ``first .. first+blocks-1`` of every seed as uint64 words ``(N, 2*blocks)``."""
         n = seeds.shape[0]
         out = np.empty((n, 2 * blocks), dtype=np.uint64)
         for b in range(blocks):

@@ -1,0 +1,270 @@
+"""Ring gates from FSS keys: exact sign / DReLU with selection payloads, and equality.
+
+Party-local building blocks, no communication: the dealer's ``*_keygen`` makes
+both parties' single-use material; online, each party masks its shares
+(``*_mask``), the two parties open the masked values in ONE round (the caller's
+transport does that), and each party finishes locally (``*_finish``).
+
+**Sign gate (BCG+21 DReLU, exact over the whole ring).** For ``x`` in
+``Z_{2^n}`` with mask ``r``, the parties open ``x̂ = x + r``. Writing ``'`` for
+the low ``n-1`` bits, ``MSB(x) = MSB(x̂) ⊕ MSB(r) ⊕ 1{x̂' < r'}``, so
+``d = DReLU(x) = 1{x >= 0} = u ⊕ e`` with the public ``u = 1 ⊕ MSB(x̂)`` and the
+secret ``e = MSB(r) ⊕ 1{x̂' < r'}``. One DCF on ``n-1`` bits with threshold
+``r'`` gives shares of ``c = 1{x̂' < r'}`` times a *vector* payload; with
+``m = MSB(r)`` and ``e = m + c(1 - 2m)`` the dealer sets the payload to
+``(1 - 2m)·v`` and hands out shares of ``m·v`` for the vector ``v = (1, r, r_w)``,
+so the parties get shares of ``e·v`` and then, locally (``u`` is public),
+``d·v = u·v + (1 - 2u)·e·v``: shares of ``d``, ``d·r`` and ``d·r_w``. That gives in
+the same single round:
+
+* ``d`` itself (DReLU; the comparisons are ``d`` or ``1 - d`` of a difference);
+* ``d·x = x̂·d - d·r`` (ReLU, one round: a spline gate in the sense of BCG+21 §4);
+* ``d·w = ŵ·d - d·r_w`` for extra secret operands ``w`` opened in the same
+  round with their own masks (the selection in max / max-pool / argmax trees).
+
+With ``ell = 1`` the output group is ``Z_2`` and the same formulas give XOR
+shares of DReLU: the 4,190-bit key of BCG+21 for 32-bit inputs.
+
+**AriaNN's comparison (``method="ariann"``).** AriaNN opens ``x̂ = x + r`` on
+``bits`` = 32 low bits and evaluates its DIF ``1{x̂ <= r}``, which equals
+``1{x <= 0}`` only when ``x + r`` does not wrap: wrong with probability
+``|x| / 2^bits`` per comparison, and meaningless for ``|x| >= 2^(bits-1)``.
+Reproduced here (as ``d = 1 - 1{x̂ <= r} = 1{x > 0}``) for comparison with the
+paper; never the default.
+
+**Equality (DPF).** Open ``ẑ = z + r``; ``z = 0`` iff ``ẑ = r``: one DPF with
+``α = r``.
+
+Example
+-------
+>>> import numpy as np
+>>> from veil.fss import gates
+>>> m0, m1 = gates.sign_keygen(3, relu=True)
+>>> x = np.array([5, -7, 0], dtype=np.int64).view(np.uint64)
+>>> x0 = np.array([11, 22, 33], dtype=np.uint64); x1 = x - x0   # additive shares
+>>> xh = gates.sign_mask(m0, x0)[0] + gates.sign_mask(m1, x1)[0]  # the one opening
+>>> o0, o1 = gates.sign_finish(m0, 0, xh), gates.sign_finish(m1, 1, xh)
+>>> (o0["d"] + o1["d"]).tolist(), (o0["dx"] + o1["dx"]).view(np.int64).tolist()
+([1, 0, 1], [5, 0, 0])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from veil.csprng import CSPRNG, default_generator
+from veil.fss.dcf import dcf_eval, dcf_gen
+from veil.fss.dpf import dpf_eval, dpf_gen
+from veil.fss.key import KeyReuseError, TreeKey, key_bits
+
+ONE = np.uint64(1)
+METHODS = ("exact", "ariann")
+ARIANN_BITS = 32
+
+
+def _mask(bits: int) -> np.uint64:
+    return np.uint64((1 << bits) - 1) if bits < 64 else np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _u64(rng: CSPRNG, shape: tuple[int, ...], bits: int) -> np.ndarray:
+    count = int(np.prod(shape)) if shape else 1
+    raw = np.frombuffer(rng.random_bytes(8 * count), dtype=np.uint64).reshape(shape)
+    return raw & _mask(bits)
+
+
+def _as_u64(a, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype == np.int64:
+        a = a.view(np.uint64)
+    if a.dtype != np.uint64:
+        raise TypeError(f"{name} must be int64 or uint64 ring elements, got {a.dtype}")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    return a
+
+
+def _take(material: dict, name: str) -> TreeKey:
+    """Pop the packed key out of ``material`` (single use) and unpack it."""
+    packed = material.pop("key", None)
+    if packed is None:
+        raise KeyReuseError(f"{name} material already used (or has no key): keys are single-use")
+    n, ell, width = (int(v) for v in np.asarray(material["shape"])[:3])
+    kind = "dpf" if name == "equality" else "dcf"
+    return TreeKey.unpack(np.asarray(packed), kind, int(material["party"]), n, ell, width)
+
+
+# -- sign / DReLU / select -------------------------------------------------------------------
+def sign_width(extra: int = 0, relu: bool = False) -> int:
+    """Payload components of a sign gate: ``d``, then ``d·r`` if ``relu``, then ``extra``."""
+    return 1 + int(relu) + extra
+
+
+def sign_key_bits(ring_bits: int = 64, ell: int | None = None, extra: int = 0,
+                  relu: bool = False, method: str = "exact") -> int:
+    """Bits of the DCF key of one sign gate (without the mask shares)."""
+    ell = ring_bits if ell is None else ell
+    n = ring_bits - 1 if method == "exact" else min(ARIANN_BITS, ring_bits)
+    return key_bits("dcf", n, ell, sign_width(extra, relu))
+
+
+def sign_keygen(
+    count: int,
+    extra: int = 0,
+    relu: bool = False,
+    ring_bits: int = 64,
+    ell: int | None = None,
+    method: str = "exact",
+    rng: CSPRNG | None = None,
+) -> tuple[dict, dict]:
+    """Dealer: material of ``count`` sign gates for both parties.
+
+    Parameters
+    ----------
+    count:
+        Number of elements.
+    extra:
+        Extra operands ``w`` per element whose product ``d·w`` is wanted.
+    relu:
+        Also produce ``d·x`` (ReLU) in the same round.
+    ring_bits:
+        ``n``, the ring of the compared values (2..64).
+    ell:
+        Output ring bits (default ``ring_bits``; 1 gives XOR shares of DReLU only).
+    method:
+        ``"exact"`` (BCG+21) or ``"ariann"`` (AriaNN's DIF on 32 bits; has errors).
+
+    Returns
+    -------
+    Two dicts of numpy arrays: ``key`` (packed DCF keys), ``r`` and ``rw`` (mask
+    shares), ``c`` (shares of ``m·v``), ``shape`` and ``party``.
+    """
+    rng = rng or default_generator()
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not 2 <= ring_bits <= 64:
+        raise ValueError(f"ring_bits must be in 2..64, got {ring_bits}")
+    ell = ring_bits if ell is None else ell
+    if not 1 <= ell <= 64 or ((relu or extra) and ell != ring_bits):
+        raise ValueError("ell must be in 1..64, and equal ring_bits when products are wanted")
+    if count < 0 or extra < 0:
+        raise ValueError("count and extra must be non-negative")
+    width = sign_width(extra, relu)
+    omask = _mask(ell)
+    r = _u64(rng, (count,), ring_bits)
+    rw = _u64(rng, (count, extra), ring_bits)
+    v = np.concatenate(
+        [np.ones((count, 1), np.uint64)] + ([r[:, None]] if relu else []) + [rw], axis=1
+    )
+    if method == "exact":
+        n = ring_bits - 1
+        msb = r >> np.uint64(ring_bits - 1)
+        alpha = r & _mask(n)
+        beta = ((ONE - (msb << ONE))[:, None] * v) & omask
+        const = (msb[:, None] * v) & omask
+    else:
+        n = min(ARIANN_BITS, ring_bits)
+        # 1{y <= a} = 1 - 1{~y < ~a}: one DCF on complemented inputs, payload -v, constant v.
+        alpha = ~r & _mask(n)
+        beta = (np.uint64(0) - v) & omask
+        const = v & omask
+    k0, k1 = dcf_gen(alpha, beta, n, ell, rng)
+    shares = []
+    for party, key in ((0, k0), (1, k1)):
+        shares.append({"key": key.pack(), "party": np.int64(party),
+                       "shape": np.array([n, ell, width, ring_bits, int(relu), extra,
+                                          METHODS.index(method)], dtype=np.int64)})
+    for name, value, bits in (("r", r, ring_bits), ("rw", rw, ring_bits), ("c", const, ell)):
+        s0 = _u64(rng, value.shape, bits)
+        shares[0][name] = s0.view(np.int64)
+        shares[1][name] = ((value - s0) & _mask(bits)).view(np.int64)
+    return shares[0], shares[1]
+
+
+def sign_mask(material: dict, x_share, w_shares=None) -> tuple[np.ndarray, np.ndarray]:
+    """This party's masked shares to open: ``x_b + r_b`` and ``w_b + rw_b`` (uint64)."""
+    ring_bits, extra = int(material["shape"][3]), int(material["shape"][5])
+    count = material["r"].shape[0]
+    x = _as_u64(x_share, "x share", (count,))
+    rmask = _mask(ring_bits)
+    xm = (x + material["r"].view(np.uint64)) & rmask
+    if extra:
+        w = _as_u64(w_shares, "w shares", (count, extra))
+        wm = (w + material["rw"].view(np.uint64)) & rmask
+    else:
+        wm = np.zeros((count, 0), np.uint64)
+    return xm, wm
+
+
+def sign_finish(material: dict, party: int, x_hat, w_hat=None) -> dict[str, np.ndarray]:
+    """Local end of the sign gate after the opening; consumes the material.
+
+    Returns this party's shares (uint64, mod ``2^ell``): ``d`` = DReLU(x) (``1{x > 0}``
+    for ``method="ariann"``), ``dx`` = ``d·x`` if the material has ``relu``, ``dw``
+    = ``d·w`` (``(N, extra)``).
+    """
+    if party != int(material["party"]):
+        raise ValueError(f"material belongs to party {int(material['party'])}, not {party}")
+    shape = [int(v) for v in material["shape"]]
+    n, ell, width, ring_bits, relu, extra, method = shape
+    count = material["r"].shape[0]
+    x_hat = _as_u64(x_hat, "x_hat", (count,)) & _mask(ring_bits)
+    key = _take(material, "sign")
+    omask = _mask(ell)
+    p = np.uint64(party)
+    r_share = material["r"].view(np.uint64)[:, None] & omask
+    rw_share = material["rw"].view(np.uint64) & omask
+    vshare = np.concatenate([np.full((count, 1), p)] + ([r_share] if relu else []) + [rw_share],
+                            axis=1)
+    if METHODS[method] == "exact":
+        y = x_hat & _mask(n)
+        u = ONE ^ (x_hat >> np.uint64(ring_bits - 1))
+    else:
+        y = ~x_hat & _mask(n)
+        u = np.zeros(count, np.uint64)
+    ev = dcf_eval(key, y) + material["c"].view(np.uint64)
+    dv = (u[:, None] * vshare + (ONE - (u << ONE))[:, None] * ev) & omask
+    out = {"d": dv[:, 0]}
+    d = dv[:, :1]
+    col = 1
+    if relu:
+        out["dx"] = (x_hat[:, None] * d - dv[:, col:col + 1])[:, 0] & omask
+        col += 1
+    if extra:
+        w_hat = _as_u64(w_hat, "w_hat", (count, extra)) & _mask(ring_bits)
+        out["dw"] = (w_hat * d - dv[:, col:]) & omask
+    return out
+
+
+# -- equality ---------------------------------------------------------------------------------
+def eq_keygen(count: int, ring_bits: int = 64, ell: int | None = None,
+              rng: CSPRNG | None = None) -> tuple[dict, dict]:
+    """Dealer: material of ``count`` equality-to-zero gates (one DPF each)."""
+    rng = rng or default_generator()
+    if not 1 <= ring_bits <= 64:
+        raise ValueError(f"ring_bits must be in 1..64, got {ring_bits}")
+    ell = ring_bits if ell is None else ell
+    r = _u64(rng, (count,), ring_bits)
+    k0, k1 = dpf_gen(r, 1, ring_bits, ell, rng)
+    s0 = _u64(rng, (count,), ring_bits)
+    shape = np.array([ring_bits, ell, 1, ring_bits], dtype=np.int64)
+    m0 = {"key": k0.pack(), "party": np.int64(0), "shape": shape, "r": s0.view(np.int64)}
+    m1 = {"key": k1.pack(), "party": np.int64(1), "shape": shape.copy(),
+          "r": ((r - s0) & _mask(ring_bits)).view(np.int64)}
+    return m0, m1
+
+
+def eq_mask(material: dict, z_share) -> np.ndarray:
+    """This party's masked share ``z_b + r_b`` to open."""
+    count = material["r"].shape[0]
+    z = _as_u64(z_share, "z share", (count,))
+    return (z + material["r"].view(np.uint64)) & _mask(int(material["shape"][3]))
+
+
+def eq_finish(material: dict, party: int, z_hat) -> np.ndarray:
+    """This party's shares of ``1{z == 0}`` (mod ``2^ell``); consumes the material."""
+    if party != int(material["party"]):
+        raise ValueError(f"material belongs to party {int(material['party'])}, not {party}")
+    count = material["r"].shape[0]
+    z_hat = _as_u64(z_hat, "z_hat", (count,)) & _mask(int(material["shape"][3]))
+    key = _take(material, "equality")
+    return dpf_eval(key, z_hat)[:, 0]
