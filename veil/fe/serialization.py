@@ -102,14 +102,16 @@ class _Reader:
         return chunk
 
     def g1(self) -> G1:
+        raw = self.take(G1_BYTES)
         try:
-            return G1.deserialize(self.take(G1_BYTES))
+            return G1.deserialize(raw)
         except ValueError as exc:
             raise SerializationError("invalid G1 element") from exc
 
     def g2(self) -> G2:
+        raw = self.take(G2_BYTES)
         try:
-            return G2.deserialize(self.take(G2_BYTES))
+            return G2.deserialize(raw)
         except ValueError as exc:
             raise SerializationError("invalid G2 element") from exc
 
