@@ -1,0 +1,575 @@
+"""SecretTensor: one party's additive share of a tensor, in fixed point over Z_2^64.
+
+A :class:`SecretTensor` holds this party's int64 share, the fixed-point
+precision (``frac_bits``), the floating dtype that :meth:`~SecretTensor.reveal`
+returns, and the :class:`~veil.mpc.party.Party`. Every operation is run by both
+parties on their own shares (SPMD).
+
+Costs: ``+``, ``-``, products with public values, reshapes, sums and indexing
+are local (no communication). ``secret * secret``, ``secret @ secret`` and
+``conv2d`` with a secret weight take one round and one Beaver triple.
+Products of two fixed-point values are truncated locally back to
+``frac_bits`` (error: at most one ulp, except with probability
+``2^(k+1-64)`` per element for a product of magnitude ``< 2^k`` in ring units; see
+:mod:`veil.ring`). Multiplying by a public *integer* (``3 * x``, ``x * 2.0``) is
+exact and needs no truncation.
+
+Comparisons and other non-linear functions (``<``, ``relu``, ``max``...) are
+implemented in :mod:`veil.mpc.nonlinear` with function secret sharing.
+
+Example
+-------
+>>> import torch, veil
+>>> def job(party):
+...     x = party.share(torch.randn(4, 8) if party.rank == 0 else None, owner=0, shape=(4, 8))
+...     w = party.share(torch.randn(8, 3) if party.rank == 1 else None, owner=1, shape=(8, 3))
+...     return (x @ w + 1.5 * x.sum()).reveal()
+>>> y0, y1 = veil.run(job)       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from veil import ring
+from veil.mpc import beaver
+
+if TYPE_CHECKING:
+    from veil.mpc.party import Party
+
+Public = torch.Tensor | np.ndarray | numbers.Number | Sequence
+
+
+def _nonlinear():
+    from veil.mpc import nonlinear
+
+    return nonlinear
+
+
+def _promote(a: torch.dtype, b: torch.dtype) -> torch.dtype:
+    return torch.promote_types(a, b)
+
+
+class SecretTensor:
+    """This party's share of a secret tensor (see the module docstring).
+
+    Build one with :meth:`veil.mpc.party.Party.share` or, from a raw int64 share,
+    :meth:`SecretTensor.from_share`.
+    """
+
+    __slots__ = ("share", "party", "frac_bits", "dtype")
+    # Make numpy defer to our reflected operators (ndarray * SecretTensor).
+    __array_priority__ = 1000
+
+    def __init__(self, share: torch.Tensor, party: Party, frac_bits: int,
+                 dtype: torch.dtype | None = None) -> None:
+        if not isinstance(share, torch.Tensor) or share.dtype != torch.int64:
+            raise TypeError("a SecretTensor share must be an int64 torch.Tensor")
+        self.share = share
+        self.party = party
+        self.frac_bits = ring.check_frac_bits(frac_bits)
+        if dtype is None:
+            dtype = torch.int64 if frac_bits == 0 else torch.get_default_dtype()
+        self.dtype = dtype
+
+    @classmethod
+    def from_share(cls, party: Party, share: torch.Tensor, frac_bits: int | None = None,
+                   dtype: torch.dtype | None = None) -> SecretTensor:
+        """Wrap a raw int64 share (e.g. the output of a protocol) as a SecretTensor."""
+        return cls(share, party, party.frac_bits if frac_bits is None else frac_bits, dtype)
+
+    def _wrap(self, share: torch.Tensor, frac_bits: int | None = None,
+              dtype: torch.dtype | None = None) -> SecretTensor:
+        return SecretTensor(share, self.party, self.frac_bits if frac_bits is None else frac_bits,
+                            self.dtype if dtype is None else dtype)
+
+    # -- metadata ------------------------------------------------------------------
+    @property
+    def shape(self) -> torch.Size:
+        return self.share.shape
+
+    def size(self, dim: int | None = None) -> torch.Size | int:
+        return self.share.size() if dim is None else self.share.size(dim)
+
+    def dim(self) -> int:
+        return self.share.dim()
+
+    @property
+    def ndim(self) -> int:
+        return self.share.dim()
+
+    def numel(self) -> int:
+        return self.share.numel()
+
+    def __len__(self) -> int:
+        return len(self.share)
+
+    @property
+    def device(self) -> torch.device:
+        return self.share.device
+
+    @property
+    def rank(self) -> int:
+        return self.party.rank
+
+    def __repr__(self) -> str:
+        return (f"SecretTensor(shape={tuple(self.shape)}, frac_bits={self.frac_bits}, "
+                f"party={self.party.rank})")
+
+    def __bool__(self) -> bool:
+        raise TypeError("the truth value of a SecretTensor is secret; reveal it explicitly")
+
+    # -- operand helpers -----------------------------------------------------------
+    def _check_same_party(self, other: SecretTensor) -> None:
+        if other.party is not self.party:
+            raise ValueError("cannot combine SecretTensors of different parties or runs")
+
+    def _public_tensor(self, other: Public) -> torch.Tensor:
+        if isinstance(other, SecretTensor):
+            raise TypeError("expected a public value")
+        t = torch.as_tensor(other)
+        return t.to(self.device)
+
+    def _exact_int(self, other: Public) -> torch.Tensor | int | None:
+        """``other`` as exact integers if it is a public integer value, else None."""
+        if isinstance(other, bool):
+            return int(other)
+        if isinstance(other, numbers.Integral):
+            return int(other)
+        if isinstance(other, float | np.floating):
+            if math.isfinite(other) and float(other).is_integer() and abs(other) < 2**62:
+                return int(other)
+            return None
+        if isinstance(other, torch.Tensor | np.ndarray):
+            t = torch.as_tensor(other)
+            if t.dtype == torch.bool or not (t.is_floating_point() or t.is_complex()):
+                return t.to(device=self.device, dtype=torch.int64)
+        return None
+
+    def _encode(self, other: Public, frac_bits: int) -> torch.Tensor:
+        return ring.encode(self._public_tensor(other), frac_bits, device=self.device)
+
+    def _aligned(self, other: SecretTensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        # Bring two sharings to the same precision by an exact left shift.
+        f = max(self.frac_bits, other.frac_bits)
+        a = self.share << (f - self.frac_bits) if f > self.frac_bits else self.share
+        b = other.share << (f - other.frac_bits) if f > other.frac_bits else other.share
+        return a, b, f
+
+    def _truncate(self, share: torch.Tensor, bits: int) -> torch.Tensor:
+        return ring.truncate_share(share, bits, self.party.rank)
+
+    def _public_add(self, enc: torch.Tensor) -> torch.Tensor:
+        # Only party 0 adds a public value; party 1 broadcasts to the same shape.
+        if self.party.rank == 0:
+            return self.share + enc
+        return self.share + torch.zeros_like(enc)
+
+    # -- linear operations (local) ---------------------------------------------------
+    def __add__(self, other: SecretTensor | Public) -> SecretTensor:
+        if isinstance(other, SecretTensor):
+            self._check_same_party(other)
+            a, b, f = self._aligned(other)
+            return self._wrap(a + b, f, _promote(self.dtype, other.dtype))
+        return self._wrap(self._public_add(self._encode(other, self.frac_bits)))
+
+    __radd__ = __add__
+
+    def __neg__(self) -> SecretTensor:
+        return self._wrap(-self.share)
+
+    def __sub__(self, other: SecretTensor | Public) -> SecretTensor:
+        if isinstance(other, SecretTensor):
+            self._check_same_party(other)
+            a, b, f = self._aligned(other)
+            return self._wrap(a - b, f, _promote(self.dtype, other.dtype))
+        return self._wrap(self._public_add(-self._encode(other, self.frac_bits)))
+
+    def __rsub__(self, other: Public) -> SecretTensor:
+        return (-self) + other
+
+    def add(self, other: SecretTensor | Public) -> SecretTensor:
+        return self + other
+
+    def sub(self, other: SecretTensor | Public) -> SecretTensor:
+        return self - other
+
+    def neg(self) -> SecretTensor:
+        return -self
+
+    # -- products --------------------------------------------------------------------
+    def _product(self, other: SecretTensor, op: str, **op_params) -> SecretTensor:
+        self._check_same_party(other)
+        raw = beaver.bilinear(self.party, op, self.share, other.share, **op_params)
+        bits = min(self.frac_bits, other.frac_bits)
+        return self._wrap(self._truncate(raw, bits), max(self.frac_bits, other.frac_bits),
+                          _promote(self.dtype, other.dtype))
+
+    def __mul__(self, other: SecretTensor | Public) -> SecretTensor:
+        if isinstance(other, SecretTensor):
+            if other is self:
+                return self.square()
+            return self._product(other, "beaver")
+        exact = self._exact_int(other)
+        if exact is not None:
+            return self._wrap(self.share * exact)
+        raw = self.share * self._encode(other, self.frac_bits)
+        return self._wrap(self._truncate(raw, self.frac_bits))
+
+    __rmul__ = __mul__
+
+    def mul(self, other: SecretTensor | Public) -> SecretTensor:
+        return self * other
+
+    def __truediv__(self, other: Public) -> SecretTensor:
+        if isinstance(other, SecretTensor):
+            raise TypeError("division by a secret is not supported; multiply by a public "
+                            "reciprocal or use a non-linear protocol")
+        t = self._public_tensor(other).to(torch.float64)
+        if bool((t == 0).any()):
+            raise ZeroDivisionError("division of a SecretTensor by zero")
+        return self * (1.0 / t if t.dim() else float(1.0 / t))
+
+    def div(self, other: Public) -> SecretTensor:
+        return self / other
+
+    def square(self) -> SecretTensor:
+        """``self * self`` in one round with a square pair (half a triple's traffic)."""
+        raw = beaver.square(self.party, self.share)
+        return self._wrap(self._truncate(raw, self.frac_bits))
+
+    def __pow__(self, exponent: int) -> SecretTensor:
+        if not isinstance(exponent, int) or exponent < 1:
+            raise ValueError("only positive integer powers of a SecretTensor are supported")
+        result, base, e = None, self, exponent
+        while True:  # square-and-multiply: log2(exponent) rounds of squares
+            if e & 1:
+                result = base if result is None else result * base
+            e >>= 1
+            if not e:
+                return result
+            base = base.square()
+
+    def __matmul__(self, other: SecretTensor | Public) -> SecretTensor:
+        if isinstance(other, SecretTensor):
+            return self._product(other, "matmul")
+        exact = self._exact_int(other)
+        if exact is not None and isinstance(exact, torch.Tensor):
+            return self._wrap(ring.matmul(self.share, exact))
+        raw = ring.matmul(self.share, self._encode(other, self.frac_bits))
+        return self._wrap(self._truncate(raw, self.frac_bits))
+
+    def __rmatmul__(self, other: Public) -> SecretTensor:
+        exact = self._exact_int(other)
+        if exact is not None and isinstance(exact, torch.Tensor):
+            return self._wrap(ring.matmul(exact, self.share))
+        raw = ring.matmul(self._encode(other, self.frac_bits), self.share)
+        return self._wrap(self._truncate(raw, self.frac_bits))
+
+    def matmul(self, other: SecretTensor | Public) -> SecretTensor:
+        return self @ other
+
+    def linear(self, weight: SecretTensor | Public,
+               bias: SecretTensor | Public | None = None) -> SecretTensor:
+        """``self @ weight.T + bias`` (like ``torch.nn.functional.linear``)."""
+        wt = weight.t() if isinstance(weight, SecretTensor) else torch.as_tensor(weight).t()
+        out = self @ wt
+        return out + bias if bias is not None else out
+
+    def conv2d(self, weight: SecretTensor | Public, bias: SecretTensor | Public | None = None,
+               stride: ring.IntPair = 1, padding: ring.IntPair = 0) -> SecretTensor:
+        """2-D convolution of this (N, C, H, W) input with ``weight`` (O, C, kH, kW).
+
+        A secret weight costs one round (a convolution triple); a public weight is local.
+        ``bias`` (shape (O,)) is added per output channel.
+        """
+        if isinstance(weight, SecretTensor):
+            out = self._product(weight, "conv2d", stride=stride, padding=padding)
+        else:
+            exact = self._exact_int(weight)
+            if exact is not None and isinstance(exact, torch.Tensor):
+                out = self._wrap(ring.conv2d(self.share, exact, stride, padding))
+            else:
+                raw = ring.conv2d(self.share, self._encode(weight, self.frac_bits), stride,
+                                  padding)
+                out = self._wrap(self._truncate(raw, self.frac_bits))
+        if bias is None:
+            return out
+        b = bias.reshape(-1, 1, 1) if isinstance(bias, SecretTensor) else \
+            torch.as_tensor(bias).reshape(-1, 1, 1)
+        return out + b
+
+    def avg_pool2d(self, kernel_size: ring.IntPair, stride: ring.IntPair | None = None,
+                   padding: ring.IntPair = 0) -> SecretTensor:
+        """Average pooling (local: window sums times a public ``1/(kH*kW)``).
+
+        Padding counts as zeros in the average (``count_include_pad=True``).
+        """
+        kh, kw = ring._pair(kernel_size, "kernel_size")
+        sh, sw = ring._pair(stride if stride is not None else (kh, kw), "stride")
+        ph, pw = ring._pair(padding, "padding")
+        if self.dim() != 4:
+            raise ValueError(f"avg_pool2d needs an (N, C, H, W) input, got {tuple(self.shape)}")
+        x = F.pad(self.share, (pw, pw, ph, ph)) if ph or pw else self.share
+        if x.shape[2] < kh or x.shape[3] < kw:
+            raise ValueError(f"avg_pool2d: kernel {kh}x{kw} larger than input")
+        sums = x.unfold(2, kh, sh).unfold(3, kw, sw).sum(dim=(-1, -2))
+        return self._wrap(sums) * (1.0 / (kh * kw))
+
+    # -- reductions -------------------------------------------------------------------
+    def sum(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> SecretTensor:
+        """Sum (local)."""
+        if dim is None:
+            return self._wrap(self.share.sum())
+        return self._wrap(self.share.sum(dim=dim, keepdim=keepdim))
+
+    def mean(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> SecretTensor:
+        """Mean: a local sum times the public ``1/n`` (truncated: error about one ulp)."""
+        if dim is None:
+            n = self.numel()
+        else:
+            dims = (dim,) if isinstance(dim, int) else tuple(dim)
+            n = math.prod(self.shape[d] for d in dims)
+        if n == 0:
+            raise ValueError("mean of an empty SecretTensor")
+        s = self.sum(dim, keepdim)
+        return s if n == 1 else s * (1.0 / n)
+
+    # -- shape operations (local) --------------------------------------------------
+    def reshape(self, *shape: Any) -> SecretTensor:
+        return self._wrap(self.share.reshape(*shape))
+
+    def view(self, *shape: Any) -> SecretTensor:
+        return self._wrap(self.share.view(*shape))
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> SecretTensor:
+        return self._wrap(self.share.flatten(start_dim, end_dim))
+
+    def transpose(self, dim0: int, dim1: int) -> SecretTensor:
+        return self._wrap(self.share.transpose(dim0, dim1))
+
+    def t(self) -> SecretTensor:
+        return self._wrap(self.share.t())
+
+    @property
+    def T(self) -> SecretTensor:  # noqa: N802 - torch's name
+        return self._wrap(self.share.permute(*reversed(range(self.dim()))))
+
+    def permute(self, *dims: Any) -> SecretTensor:
+        return self._wrap(self.share.permute(*dims))
+
+    def squeeze(self, dim: int | None = None) -> SecretTensor:
+        return self._wrap(self.share.squeeze() if dim is None else self.share.squeeze(dim))
+
+    def unsqueeze(self, dim: int) -> SecretTensor:
+        return self._wrap(self.share.unsqueeze(dim))
+
+    def expand(self, *sizes: Any) -> SecretTensor:
+        return self._wrap(self.share.expand(*sizes))
+
+    def repeat(self, *sizes: Any) -> SecretTensor:
+        return self._wrap(self.share.repeat(*sizes))
+
+    def flip(self, dims: Sequence[int]) -> SecretTensor:
+        return self._wrap(self.share.flip(dims))
+
+    def contiguous(self) -> SecretTensor:
+        return self._wrap(self.share.contiguous())
+
+    def clone(self) -> SecretTensor:
+        return self._wrap(self.share.clone())
+
+    def pad(self, pad: Sequence[int], value: float = 0.0) -> SecretTensor:
+        """Constant padding like ``torch.nn.functional.pad`` (the pad value is public)."""
+        out = F.pad(self.share, tuple(pad))
+        if value:
+            mask = F.pad(torch.zeros_like(self.share, dtype=torch.bool), tuple(pad), value=True)
+            if self.party.rank == 0:
+                enc = ring.encode(value, self.frac_bits)
+                out = torch.where(mask, enc.to(out.device), out)
+        return self._wrap(out)
+
+    def __getitem__(self, index: Any) -> SecretTensor:
+        if isinstance(index, SecretTensor):
+            raise TypeError("indexing with a secret index is not supported")
+        return self._wrap(self.share[index])
+
+    def __setitem__(self, index: Any, value: SecretTensor | Public) -> None:
+        share = self.share.clone()
+        if isinstance(value, SecretTensor):
+            self._check_same_party(value)
+            if value.frac_bits != self.frac_bits:
+                raise ValueError("assigned SecretTensor has a different frac_bits")
+            share[index] = value.share
+        else:
+            enc = self._encode(value, self.frac_bits)
+            share[index] = enc if self.party.rank == 0 else torch.zeros_like(enc)
+        self.share = share
+
+    # -- reveal ------------------------------------------------------------------------
+    def reveal(self, to: int | None = None, dtype: torch.dtype | None = None
+               ) -> torch.Tensor | None:
+        """Decode the secret: to both parties (``to=None``) or only to party ``to``.
+
+        One round. The party that does not receive the value gets ``None``.
+        ``dtype`` overrides the tensor's floating dtype (``torch.float64`` is exact).
+        """
+        dtype = dtype or self.dtype
+        if to is None:
+            value = self.party.open(self.share)
+        elif to in (0, 1):
+            if self.party.rank == to:
+                other = self.party.recv()
+                if not isinstance(other, torch.Tensor) or other.shape != self.shape:
+                    raise ValueError("the peer revealed a value of a different shape")
+                value = self.share + other.to(self.device)
+            else:
+                self.party.send(self.share)
+                return None
+        else:
+            raise ValueError(f"reveal(to=...) must be None, 0 or 1, got {to}")
+        if not dtype.is_floating_point:
+            return ring.decode(value, self.frac_bits, torch.float64).round().to(dtype) \
+                if self.frac_bits else value.to(dtype)
+        return ring.decode(value, self.frac_bits, dtype)
+
+    def get_plain_text(self) -> torch.Tensor:
+        """Alias of ``reveal()`` (CrypTen's name)."""
+        return self.reveal()
+
+    def open_masked(self, mask_share: torch.Tensor) -> torch.Tensor:
+        """Open ``x + r`` to both parties for a shared mask ``r`` (one round): the public
+        ring value, the building block of FSS gates."""
+        return self.party.open(self.share + mask_share)
+
+    # -- non-linear hooks (implemented in veil.mpc.nonlinear) --------------------------
+    def __lt__(self, other: SecretTensor | Public) -> SecretTensor:
+        return _nonlinear().__lt__(self, other)
+
+    def __le__(self, other: SecretTensor | Public) -> SecretTensor:
+        return _nonlinear().__le__(self, other)
+
+    def __gt__(self, other: SecretTensor | Public) -> SecretTensor:
+        return _nonlinear().__gt__(self, other)
+
+    def __ge__(self, other: SecretTensor | Public) -> SecretTensor:
+        return _nonlinear().__ge__(self, other)
+
+    def eq(self, other: SecretTensor | Public) -> SecretTensor:
+        return _nonlinear().eq(self, other)
+
+    def drelu(self) -> SecretTensor:
+        return _nonlinear().drelu(self)
+
+    def relu(self) -> SecretTensor:
+        return _nonlinear().relu(self)
+
+    def abs(self) -> SecretTensor:
+        return _nonlinear().abs(self)
+
+    __abs__ = abs
+
+    def maximum(self, other: SecretTensor | Public) -> SecretTensor:
+        return _nonlinear().maximum(self, other)
+
+    def minimum(self, other: SecretTensor | Public) -> SecretTensor:
+        return _nonlinear().minimum(self, other)
+
+    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        return _nonlinear().max(self, dim=dim, keepdim=keepdim)
+
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> SecretTensor:
+        return _nonlinear().argmax(self, dim=dim, keepdim=keepdim)
+
+    def max_pool2d(self, kernel_size: ring.IntPair, stride: ring.IntPair | None = None,
+                   padding: ring.IntPair = 0) -> SecretTensor:
+        return _nonlinear().max_pool2d(self, kernel_size, stride=stride, padding=padding)
+
+    # -- torch interoperability ----------------------------------------------------------
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        impl = _TORCH_FUNCTIONS.get(func)
+        if impl is None:
+            name = getattr(func, "__name__", str(func))
+            raise TypeError(f"{name} is not supported on SecretTensor")
+        return impl(*args, **kwargs)
+
+
+def cat(tensors: Sequence[SecretTensor], dim: int = 0) -> SecretTensor:
+    """Concatenate SecretTensors of the same party along ``dim`` (local)."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat needs at least one SecretTensor")
+    if not all(isinstance(t, SecretTensor) for t in tensors):
+        raise TypeError("cat: all inputs must be SecretTensors (share public values first)")
+    first = tensors[0]
+    f = max(t.frac_bits for t in tensors)
+    for t in tensors[1:]:
+        first._check_same_party(t)
+    shares = [t.share << (f - t.frac_bits) for t in tensors]
+    return first._wrap(torch.cat(shares, dim=dim), f)
+
+
+def stack(tensors: Sequence[SecretTensor], dim: int = 0) -> SecretTensor:
+    """Stack SecretTensors of the same party along a new ``dim`` (local)."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack needs at least one SecretTensor")
+    return cat([t.unsqueeze(dim) for t in tensors], dim=dim)
+
+
+def conv2d(input: SecretTensor | Public, weight: SecretTensor | Public,
+           bias: SecretTensor | Public | None = None, stride: ring.IntPair = 1,
+           padding: ring.IntPair = 0) -> SecretTensor:
+    """``torch.nn.functional.conv2d`` where the input, the weight, or both are secret."""
+    if isinstance(input, SecretTensor):
+        return input.conv2d(weight, bias, stride, padding)
+    if not isinstance(weight, SecretTensor):
+        raise TypeError("conv2d: at least one of input and weight must be a SecretTensor")
+    exact = weight._exact_int(input)
+    if exact is not None and isinstance(exact, torch.Tensor):
+        out = weight._wrap(ring.conv2d(exact, weight.share, stride, padding))
+    else:
+        raw = ring.conv2d(weight._encode(input, weight.frac_bits), weight.share, stride, padding)
+        out = weight._wrap(weight._truncate(raw, weight.frac_bits))
+    if bias is None:
+        return out
+    b = bias.reshape(-1, 1, 1) if isinstance(bias, SecretTensor) else \
+        torch.as_tensor(bias).reshape(-1, 1, 1)
+    return out + b
+
+
+def _matmul(a, b):
+    return a @ b
+
+
+_TORCH_FUNCTIONS = {
+    torch.cat: cat,
+    torch.concat: cat,
+    torch.stack: stack,
+    torch.matmul: _matmul,
+    torch.sum: lambda x, *a, **k: x.sum(*a, **k),
+    torch.mean: lambda x, *a, **k: x.mean(*a, **k),
+    torch.reshape: lambda x, shape: x.reshape(shape),
+    torch.flatten: lambda x, *a, **k: x.flatten(*a, **k),
+    torch.transpose: lambda x, d0, d1: x.transpose(d0, d1),
+    torch.permute: lambda x, dims: x.permute(*dims),
+    torch.square: lambda x: x.square(),
+    torch.neg: lambda x: -x,
+    F.conv2d: conv2d,
+    F.linear: lambda x, w, b=None: x.linear(w, b),
+    F.avg_pool2d: lambda x, kernel_size, stride=None, padding=0, **k: x.avg_pool2d(
+        kernel_size, stride, padding),
+    F.relu: lambda x, inplace=False: x.relu(),
+    F.max_pool2d: lambda x, kernel_size, stride=None, padding=0, **k: x.max_pool2d(
+        kernel_size, stride, padding),
+    F.pad: lambda x, pad, mode="constant", value=0.0: x.pad(pad, value or 0.0),
+}

@@ -1,0 +1,264 @@
+"""The ring Z_2^64 on torch int64 tensors, and fixed-point encoding into it.
+
+Shares are int64 tensors and every operation wraps around modulo 2^64 (two's
+complement), which is exactly the arithmetic of the ring Z_2^64. Real numbers
+are carried in fixed point: ``x`` is encoded as ``round(x * 2^f)`` with ``f``
+fractional bits (16 by default).
+
+Products of two fixed-point numbers carry ``2f`` fractional bits and are brought
+back to ``f`` bits by :func:`truncate_share`, the local (SecureML-style)
+probabilistic truncation: each party shifts its own share, with no
+communication. Its result is off by at most one unit in the last place (ulp,
+2^-f) except with probability at most ``2^(k + 1 - 64)`` per element, where
+``|x| < 2^k`` is the magnitude of the product *before* truncation (in ring
+units, i.e. with ``2f`` fractional bits). With ``f = 16`` and plaintext values
+below 2^10 that is below 2^-21 per element; see ``docs/mpc.md``.
+
+Matrix products and convolutions in the ring need exact int64 arithmetic. On
+CPU torch has native int64 kernels; CUDA has no int64 GEMM, so there (or when
+asked) the operands are split into limbs whose partial products are exact in
+float64 GEMMs and recombined modulo 2^64.
+
+Example
+-------
+>>> import torch
+>>> from veil import ring
+>>> x = ring.encode(torch.tensor([-1.5, 0.25]))
+>>> ring.decode(x)
+tensor([-1.5000,  0.2500], dtype=torch.float64)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+RING_BITS = 64
+DEFAULT_FRAC_BITS = 16
+#: The largest supported number of fractional bits (products need 2f bits of headroom).
+MAX_FRAC_BITS = 30
+RING_DTYPE = torch.int64
+
+IntPair = int | Sequence[int]
+
+
+def check_frac_bits(frac_bits: int) -> int:
+    """Validate a number of fractional bits and return it."""
+    if not isinstance(frac_bits, int) or isinstance(frac_bits, bool):
+        raise TypeError(f"frac_bits must be an int, got {type(frac_bits).__name__}")
+    if not 0 <= frac_bits <= MAX_FRAC_BITS:
+        raise ValueError(f"frac_bits must be in [0, {MAX_FRAC_BITS}], got {frac_bits}")
+    return frac_bits
+
+
+def encode_limit(frac_bits: int = DEFAULT_FRAC_BITS) -> float:
+    """The bound ``L``: :func:`encode` accepts values in ``[-L, L)``, ``L = 2^(62 - f)``.
+
+    One bit of headroom is kept below the ring's 2^63 so that the sum or
+    difference of two encoded values never wraps.
+    """
+    return float(2 ** (RING_BITS - 2 - check_frac_bits(frac_bits)))
+
+
+def encode(
+    x: torch.Tensor | float | int | Sequence,
+    frac_bits: int = DEFAULT_FRAC_BITS,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Encode real values into Z_2^64 in fixed point: ``round(x * 2^frac_bits)``.
+
+    Integer inputs are scaled exactly (no float rounding). NaN, infinities and
+    values outside ``[-2^(62-f), 2^(62-f))`` raise :class:`ValueError`.
+
+    Example
+    -------
+    >>> encode(torch.tensor([1.0, -0.5]), frac_bits=4)
+    tensor([16, -8])
+    """
+    f = check_frac_bits(frac_bits)
+    t = torch.as_tensor(x)
+    if device is not None:
+        t = t.to(device)
+    if t.dtype == torch.bool:
+        t = t.to(torch.int64)
+    limit = 2 ** (RING_BITS - 2 - f)
+    if t.is_complex():
+        raise TypeError("complex values cannot be encoded in fixed point")
+    if not t.is_floating_point():
+        t = t.to(torch.int64)
+        if t.numel() and bool(((t >= limit) | (t < -limit)).any()):
+            bad = t[(t >= limit) | (t < -limit)].flatten()[0].item()
+            raise ValueError(
+                f"value {bad} is outside the fixed-point range [-2^{62 - f}, 2^{62 - f}) "
+                f"for frac_bits={f}"
+            )
+        return t << f if f else t.clone()
+    t = t.to(torch.float64)
+    if t.numel():
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            bad = t[~finite].flatten()[0].item()
+            raise ValueError(f"cannot encode non-finite value {bad} in fixed point")
+        out_of_range = (t >= limit) | (t < -limit)
+        if bool(out_of_range.any()):
+            bad = t[out_of_range].flatten()[0].item()
+            raise ValueError(
+                f"value {bad:g} is outside the fixed-point range [-2^{62 - f}, 2^{62 - f}) "
+                f"for frac_bits={f}"
+            )
+    return torch.round(t * float(2**f)).to(torch.int64)
+
+
+def decode(
+    x: torch.Tensor, frac_bits: int = DEFAULT_FRAC_BITS, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """Decode ring elements (signed, two's complement) from fixed point.
+
+    The conversion to float64 is correctly rounded and the scaling by 2^-f is
+    exact, so negative values decode exactly (no floor-division off-by-one).
+    With ``frac_bits=0`` and an integer ``dtype`` the result is the raw ring value.
+
+    Example
+    -------
+    >>> decode(torch.tensor([-1, 65536]), frac_bits=16)
+    tensor([-1.5259e-05,  1.0000e+00], dtype=torch.float64)
+    """
+    f = check_frac_bits(frac_bits)
+    if x.dtype != torch.int64:
+        raise TypeError(f"ring elements must be int64, got {x.dtype}")
+    if not dtype.is_floating_point:
+        if f:
+            raise TypeError("an integer dtype can only decode frac_bits=0 values")
+        return x.to(dtype)
+    return (x.to(torch.float64) * (2.0**-f)).to(dtype)
+
+
+def truncate_share(share: torch.Tensor, bits: int, rank: int) -> torch.Tensor:
+    """One party's step of the local probabilistic truncation (SecureML).
+
+    Party 0 shifts its share arithmetically, party 1 shifts the negation of its
+    share and negates back. If ``x = x0 + x1`` with ``|x| < 2^k``, the new
+    shares sum to ``floor(x / 2^bits)`` up to ±1, except with probability at
+    most ``2^(k + 1 - 64)`` (when the shares straddle the wrap), where the result
+    is garbage. Callers must keep ``|x|`` small; see the module docstring.
+    """
+    if bits == 0:
+        return share
+    if rank == 0:
+        return share >> bits
+    return -((-share) >> bits)
+
+
+def _limb_width(inner: int) -> int:
+    # Two limbs of w bits multiply to < 2^(2w); summing `inner` of them must stay below
+    # 2^53 so that float64 GEMMs are exact.
+    w = (53 - max(1, math.ceil(math.log2(max(inner, 2))))) // 2
+    if w < 1:
+        raise ValueError(f"inner dimension {inner} too large for exact limb GEMMs")
+    return min(w, 32)
+
+
+def _limbs(x: torch.Tensor, width: int, count: int) -> list[torch.Tensor]:
+    mask = (1 << width) - 1
+    return [((x >> (width * i)) & mask).to(torch.float64) for i in range(count)]
+
+
+def matmul_limbs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` modulo 2^64 through exact float64 GEMMs on limbs (works on CUDA).
+
+    Each operand is split into ``L`` unsigned limbs of ``w`` bits, chosen so
+    that ``inner * 2^(2w) < 2^53``; only the ``L(L+1)/2`` limb products that
+    reach the low 64 bits are computed, as ``L`` wide GEMMs.
+    """
+    inner = a.shape[-1]
+    width = _limb_width(inner)
+    count = math.ceil(RING_BITS / width)
+    la, lb = _limbs(a, width, count), _limbs(b, width, count)
+    out = torch.zeros(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+                      + (a.shape[-2], b.shape[-1]), dtype=torch.int64, device=a.device)
+    n = b.shape[-1]
+    for i in range(count):
+        # a_i times all b_j with i + j < count, as one GEMM on concatenated columns.
+        wide = torch.cat(lb[: count - i], dim=-1)
+        prod = torch.matmul(la[i], wide).to(torch.int64)
+        for j in range(count - i):
+            out += prod[..., j * n : (j + 1) * n] << (width * (i + j))
+    return out
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor, limbs: bool | None = None) -> torch.Tensor:
+    """Ring matrix product (torch.matmul semantics, wrap-around modulo 2^64).
+
+    ``limbs=None`` uses native int64 kernels on CPU and limb GEMMs elsewhere.
+    """
+    if a.dtype != torch.int64 or b.dtype != torch.int64:
+        raise TypeError(f"ring matmul needs int64 operands, got {a.dtype} and {b.dtype}")
+    if limbs is None:
+        limbs = a.device.type != "cpu"
+    if not limbs:
+        return torch.matmul(a, b)
+    a2 = a.unsqueeze(0) if a.dim() == 1 else a
+    b2 = b.unsqueeze(-1) if b.dim() == 1 else b
+    out = matmul_limbs(a2, b2)
+    if b.dim() == 1:
+        out = out.squeeze(-1)
+    if a.dim() == 1:
+        out = out.squeeze(-2)
+    return out
+
+
+def _pair(v: IntPair, name: str) -> tuple[int, int]:
+    if isinstance(v, int):
+        v = (v, v)
+    v = tuple(int(i) for i in v)
+    if len(v) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v}")
+    return v
+
+
+def conv2d_output_shape(
+    input_shape: Sequence[int], weight_shape: Sequence[int], stride: IntPair = 1,
+    padding: IntPair = 0,
+) -> tuple[int, int, int, int]:
+    """Output shape of :func:`conv2d`; raises a clear error on inconsistent shapes."""
+    if len(input_shape) != 4 or len(weight_shape) != 4:
+        raise ValueError(
+            f"conv2d needs input (N, C, H, W) and weight (O, C, kH, kW), got "
+            f"{tuple(input_shape)} and {tuple(weight_shape)}"
+        )
+    n, c, h, w = input_shape
+    o, cw, kh, kw = weight_shape
+    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
+    if sh < 1 or sw < 1 or ph < 0 or pw < 0:
+        raise ValueError(f"invalid stride {stride} or padding {padding}")
+    if c != cw:
+        raise ValueError(f"conv2d: input has {c} channels but weight expects {cw}")
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv2d: kernel {kh}x{kw} larger than padded input {h}x{w}")
+    return n, o, oh, ow
+
+
+def conv2d(
+    x: torch.Tensor, weight: torch.Tensor, stride: IntPair = 1, padding: IntPair = 0,
+    limbs: bool | None = None,
+) -> torch.Tensor:
+    """Ring 2-D convolution (cross-correlation, like ``torch.nn.functional.conv2d``).
+
+    Implemented as im2col plus a ring matmul, so it is exact modulo 2^64 on any
+    device.
+    """
+    if x.dtype != torch.int64 or weight.dtype != torch.int64:
+        raise TypeError("ring conv2d needs int64 operands")
+    n, o, oh, ow = conv2d_output_shape(x.shape, weight.shape, stride, padding)
+    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
+    _, c, kh, kw = weight.shape
+    if ph or pw:
+        x = F.pad(x, (pw, pw, ph, ph))
+    cols = x.unfold(2, kh, sh).unfold(3, kw, sw)  # (N, C, OH, OW, kH, kW)
+    cols = cols.permute(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+    out = matmul(cols, weight.reshape(o, c * kh * kw).t(), limbs=limbs)
+    return out.reshape(n, oh, ow, o).permute(0, 3, 1, 2).contiguous()

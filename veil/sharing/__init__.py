@@ -1,0 +1,37 @@
+"""Secret-sharing infrastructure: the dealer, its material registry and preprocessing stores.
+
+- :mod:`veil.sharing.material`: the registry of correlated-randomness kinds
+  (:func:`register_material`), plans, single-use :class:`Material`;
+- :mod:`veil.sharing.triples`: Beaver, matrix, convolution triples and square pairs;
+- :mod:`veil.sharing.dealer`: the dealer service;
+- :mod:`veil.sharing.store`: in-memory and on-disk (atomic, single-use) stores,
+  :func:`preprocess`.
+"""
+
+from veil.sharing import triples  # noqa: F401  (registers the built-in kinds)
+from veil.sharing.errors import (
+    MaterialError,
+    MaterialExhaustedError,
+    MaterialMismatchError,
+    MaterialReusedError,
+    StoreError,
+    UnknownMaterialError,
+)
+from veil.sharing.material import Material, Plan, register_material
+from veil.sharing.store import DiskStore, MemoryStore, open_store, preprocess
+
+__all__ = [
+    "DiskStore",
+    "Material",
+    "MaterialError",
+    "MaterialExhaustedError",
+    "MaterialMismatchError",
+    "MaterialReusedError",
+    "MemoryStore",
+    "Plan",
+    "StoreError",
+    "UnknownMaterialError",
+    "open_store",
+    "preprocess",
+    "register_material",
+]

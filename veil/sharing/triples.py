@@ -1,0 +1,132 @@
+"""Beaver triples for bilinear maps: elementwise products, matmul, conv2d, squares.
+
+A triple for a bilinear map ``op`` is ``(a, b, c = op(a, b))`` additively
+shared over Z_2^64. Seed compression: party 0's whole share ``(a0, b0, c0)`` and
+party 1's ``(a1, b1)`` are expanded from 16-byte seeds; the dealer sends party 0
+one seed and party 1 one seed plus ``c1 = op(a, b) - c0``. The dealer thus
+sends one tensor of the output's size instead of six tensors.
+
+Registered kinds and their parameters:
+
+- ``beaver``: ``shape_x``, ``shape_y`` (broadcasting elementwise product);
+- ``matmul``: ``shape_x``, ``shape_y`` (``torch.matmul`` shapes, batched too);
+- ``conv2d``: ``shape_x`` (N, C, H, W), ``shape_y`` (weight O, C, kH, kW), ``stride``,
+  ``padding`` (pairs);
+- ``square``: ``shape`` (``a`` and ``c = a * a``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from veil import ring
+from veil.csprng import CSPRNG
+from veil.sharing.errors import MaterialError
+from veil.sharing.material import register_material
+
+Shape = Sequence[int]
+
+
+def bilinear_shape(op: str, shape_x: Shape, shape_y: Shape, **op_params) -> tuple[int, ...]:
+    """The output shape of ``op(x, y)`` (raises a clear error on incompatible shapes)."""
+    sx, sy = torch.Size(shape_x), torch.Size(shape_y)
+    if op == "beaver":
+        try:
+            return tuple(torch.broadcast_shapes(sx, sy))
+        except RuntimeError:
+            raise ValueError(f"shapes {tuple(sx)} and {tuple(sy)} do not broadcast") from None
+    if op == "matmul":
+        try:
+            meta = torch.empty(sx, device="meta")
+            return tuple(meta.matmul(torch.empty(sy, device="meta")).shape)
+        except RuntimeError as exc:
+            raise ValueError(f"matmul shapes {tuple(sx)} @ {tuple(sy)}: {exc}") from None
+    if op == "conv2d":
+        return ring.conv2d_output_shape(sx, sy, op_params.get("stride", 1),
+                                        op_params.get("padding", 0))
+    raise ValueError(f"unknown bilinear op {op!r}")
+
+
+def apply_bilinear(op: str, x: torch.Tensor, y: torch.Tensor, **op_params) -> torch.Tensor:
+    """``op(x, y)`` in the ring Z_2^64."""
+    if op == "beaver":
+        return x * y
+    if op == "matmul":
+        return ring.matmul(x, y)
+    if op == "conv2d":
+        return ring.conv2d(x, y, op_params.get("stride", 1), op_params.get("padding", 0))
+    raise ValueError(f"unknown bilinear op {op!r}")
+
+
+def _op_params(op: str, params: dict) -> dict:
+    return {k: params[k] for k in ("stride", "padding") if k in params} if op == "conv2d" else {}
+
+
+def _generate(op: str, rng: CSPRNG, shape_x: Shape, shape_y: Shape, **params) -> tuple[dict, dict]:
+    opp = _op_params(op, params)
+    shape_c = bilinear_shape(op, shape_x, shape_y, **opp)
+    s0, s1 = rng.seed(), rng.seed()
+    g0, g1 = CSPRNG(s0), CSPRNG(s1)
+    a0, b0, c0 = g0.integers(shape_x), g0.integers(shape_y), g0.integers(shape_c)
+    a1, b1 = g1.integers(shape_x), g1.integers(shape_y)
+    c1 = apply_bilinear(op, a0 + a1, b0 + b1, **opp) - c0
+    return {"seed": s0}, {"seed": s1, "c": c1}
+
+
+def _expand(op: str, rank: int, material: dict, shape_x: Shape, shape_y: Shape, **params) -> dict:
+    opp = _op_params(op, params)
+    shape_c = bilinear_shape(op, shape_x, shape_y, **opp)
+    seed = material.get("seed")
+    if not isinstance(seed, bytes) or len(seed) != 16:
+        raise MaterialError(f"{op} triple: missing or malformed seed")
+    g = CSPRNG(seed)
+    a, b = g.integers(shape_x), g.integers(shape_y)
+    if rank == 0:
+        c = g.integers(shape_c)
+    else:
+        c = material.get("c")
+        if not isinstance(c, torch.Tensor) or c.dtype != torch.int64 or tuple(c.shape) != shape_c:
+            raise MaterialError(f"{op} triple: correction term missing or of the wrong shape")
+    return {"a": a, "b": b, "c": c}
+
+
+def _register(op: str) -> None:
+    def generate(rng: CSPRNG, **params) -> tuple[dict, dict]:
+        return _generate(op, rng, **params)
+
+    def expand(rank: int, material: dict, **params) -> dict:
+        return _expand(op, rank, material, **params)
+
+    generate.__name__ = generate.__qualname__ = f"generate_{op}_triple"
+    register_material(op, expand=expand, replace=True)(generate)
+
+
+for _op in ("beaver", "matmul", "conv2d"):
+    _register(_op)
+
+
+def _expand_square(rank: int, material: dict, *, shape: Shape) -> dict:
+    seed = material.get("seed")
+    if not isinstance(seed, bytes) or len(seed) != 16:
+        raise MaterialError("square pair: missing or malformed seed")
+    g = CSPRNG(seed)
+    a = g.integers(shape)
+    if rank == 0:
+        c = g.integers(shape)
+    else:
+        c = material.get("c")
+        if not isinstance(c, torch.Tensor) or c.dtype != torch.int64 or c.shape != a.shape:
+            raise MaterialError("square pair: correction term missing or of the wrong shape")
+    return {"a": a, "c": c}
+
+
+@register_material("square", expand=_expand_square, replace=True)
+def generate_square_pair(rng: CSPRNG, *, shape: Shape) -> tuple[dict, dict]:
+    """Shares of ``(a, a*a)`` for squaring a secret in one round."""
+    s0, s1 = rng.seed(), rng.seed()
+    g0, g1 = CSPRNG(s0), CSPRNG(s1)
+    a0, c0 = g0.integers(shape), g0.integers(shape)
+    a = a0 + g1.integers(shape)
+    return {"seed": s0}, {"seed": s1, "c": a * a - c0}
