@@ -143,8 +143,12 @@ class Party:
     def open_many(self, shares: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Open several ring shares in one round."""
         other = self.exchange(list(shares))
-        if len(other) != len(shares) or any(o.shape != s.shape for o, s in zip(other, shares, strict=True)):
-            raise MaterialError("the peer opened values of different shapes (programs diverge)")
+        if not isinstance(other, list) or len(other) != len(shares) or any(
+            not isinstance(o, torch.Tensor) or o.shape != s.shape
+            for o, s in zip(other, shares, strict=True)
+        ):
+            raise MaterialError("the peer opened values of different shapes "
+                                "(programs diverge)")
         return [s + o.to(s.device) for s, o in zip(shares, other, strict=True)]
 
     # -- sharing -----------------------------------------------------------------

@@ -47,10 +47,17 @@ if TYPE_CHECKING:
 Public = torch.Tensor | np.ndarray | numbers.Number | Sequence
 
 
-def _nonlinear():
+def _gate(name: str):
+    # Gates live in veil.mpc.nonlinear (function secret sharing), imported lazily. Comparison
+    # gates may be named like the operator (``__lt__``) or plainly (``lt``).
     from veil.mpc import nonlinear
 
-    return nonlinear
+    fn = getattr(nonlinear, name, None)
+    if fn is None and name.startswith("__"):
+        fn = getattr(nonlinear, name.strip("_"), None)
+    if fn is None:
+        raise NotImplementedError(f"veil.mpc.nonlinear does not provide {name}")
+    return fn
 
 
 def _promote(a: torch.dtype, b: torch.dtype) -> torch.dtype:
@@ -451,46 +458,46 @@ class SecretTensor:
 
     # -- non-linear hooks (implemented in veil.mpc.nonlinear) --------------------------
     def __lt__(self, other: SecretTensor | Public) -> SecretTensor:
-        return _nonlinear().__lt__(self, other)
+        return _gate("__lt__")(self, other)
 
     def __le__(self, other: SecretTensor | Public) -> SecretTensor:
-        return _nonlinear().__le__(self, other)
+        return _gate("__le__")(self, other)
 
     def __gt__(self, other: SecretTensor | Public) -> SecretTensor:
-        return _nonlinear().__gt__(self, other)
+        return _gate("__gt__")(self, other)
 
     def __ge__(self, other: SecretTensor | Public) -> SecretTensor:
-        return _nonlinear().__ge__(self, other)
+        return _gate("__ge__")(self, other)
 
     def eq(self, other: SecretTensor | Public) -> SecretTensor:
-        return _nonlinear().eq(self, other)
+        return _gate("eq")(self, other)
 
     def drelu(self) -> SecretTensor:
-        return _nonlinear().drelu(self)
+        return _gate("drelu")(self)
 
     def relu(self) -> SecretTensor:
-        return _nonlinear().relu(self)
+        return _gate("relu")(self)
 
     def abs(self) -> SecretTensor:
-        return _nonlinear().abs(self)
+        return _gate("abs")(self)
 
     __abs__ = abs
 
     def maximum(self, other: SecretTensor | Public) -> SecretTensor:
-        return _nonlinear().maximum(self, other)
+        return _gate("maximum")(self, other)
 
     def minimum(self, other: SecretTensor | Public) -> SecretTensor:
-        return _nonlinear().minimum(self, other)
+        return _gate("minimum")(self, other)
 
     def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
-        return _nonlinear().max(self, dim=dim, keepdim=keepdim)
+        return _gate("max")(self, dim=dim, keepdim=keepdim)
 
     def argmax(self, dim: int | None = None, keepdim: bool = False) -> SecretTensor:
-        return _nonlinear().argmax(self, dim=dim, keepdim=keepdim)
+        return _gate("argmax")(self, dim=dim, keepdim=keepdim)
 
     def max_pool2d(self, kernel_size: ring.IntPair, stride: ring.IntPair | None = None,
                    padding: ring.IntPair = 0) -> SecretTensor:
-        return _nonlinear().max_pool2d(self, kernel_size, stride=stride, padding=padding)
+        return _gate("max_pool2d")(self, kernel_size, stride=stride, padding=padding)
 
     # -- torch interoperability ----------------------------------------------------------
     @classmethod
