@@ -21,7 +21,7 @@ from veil.fss.prg import MMO
 ONE = np.uint64(1)
 # Fixed-key families: seeds and level words use keys 0.., the final Convert uses its own.
 _CONVERT_FIRST = 1 << 20
-EVAL_CHUNK = 1 << 15
+EVAL_CHUNK = 1 << 14  # keeps the per-level temporaries in cache (measured)
 
 
 def _ring_mask(ell: int) -> np.uint64:
@@ -68,6 +68,16 @@ class _Level:
         self.width, self.ell = width, ell
         self.vblocks = _blocks_for(2 + 2 * width * ell)
         self.prg = _prg(2 + self.vblocks, 0)
+        # One value component and everything in the first 64-bit word: a shift-based fast path
+        # (same key layout as the general path).
+        self.small = width <= 1 and 2 * width * ell + 2 <= 64
+
+    def expand_small(self, seeds: np.ndarray):
+        """Fast path: children seeds and the first word of the value/control block."""
+        s_left = self.prg.expand(seeds, 0)
+        s_right = self.prg.expand(seeds, 1)
+        word = self.prg.expand(seeds, 2)[:, 0]
+        return s_left, s_right, np.ascontiguousarray(word)
 
     def expand(self, seeds: np.ndarray):
         """Children seeds, value words and control bits of every seed."""
@@ -93,15 +103,29 @@ def _convert(seeds: np.ndarray, width: int, ell: int) -> np.ndarray:
 
 
 def _select(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``b`` where ``mask`` is all-ones, ``a`` where it is zero (branch-free)."""
-    return a ^ ((a ^ b) & mask)
+    """``b`` where ``mask`` is all-ones, ``a`` where it is zero (branch-free).
+
+    ``mask`` must have the full shape of ``a``: numpy's broadcasting of an
+    ``(N, 1)`` mask is several times slower than a materialised one.
+    """
+    out = a ^ b
+    out &= mask
+    out ^= a
+    return out
+
+
+def _widen(mask: np.ndarray, width: int) -> np.ndarray:
+    """Repeat a per-key ``(N,)`` word into a full ``(N, width)`` array."""
+    if width == 1:
+        return mask[:, None]
+    return np.repeat(mask, width).reshape(-1, width)
 
 
 def _random_seeds(rng: CSPRNG, num: int) -> np.ndarray:
     return np.frombuffer(rng.random_bytes(16 * num), dtype=np.uint64).reshape(num, 2).copy()
 
 
-def gen(
+def _gen_chunk(
     kind: str,
     alpha: np.ndarray,
     beta: np.ndarray,
@@ -118,6 +142,7 @@ def gen(
     dcf = kind == "dcf"
     mask = _ring_mask(ell)
     level = _Level(width if dcf else 0, ell)
+    payload = width * ell if dcf else 0
     seed0, seed1 = _random_seeds(rng, num), _random_seeds(rng, num)
     s = np.concatenate([seed0, seed1])
     t = np.concatenate([np.zeros(num, np.uint64), np.ones(num, np.uint64)])
@@ -130,22 +155,38 @@ def gen(
     for i in range(n):
         a = (alpha >> np.uint64(n - 1 - i)) & ONE
         amask = np.concatenate([-a, -a])  # all-ones where alpha_i = 1 (keep right)
-        s_l, s_r, v_l, v_r, t_l, t_r = level.expand(s)
-        s_keep, s_lose = _select(s_l, s_r, amask[:, None]), _select(s_r, s_l, amask[:, None])
+        amask2 = _widen(amask, 2)
+        if level.small:
+            s_l, s_r, word = level.expand_small(s)
+            t_l = (word >> np.uint64(2 * payload)) & ONE
+            t_r = (word >> np.uint64(2 * payload + 1)) & ONE
+            if dcf:
+                a2 = np.concatenate([a, a])
+                v_keep = ((word >> (a2 * np.uint64(payload))) & mask)[:, None]
+                v_lose = ((word >> ((a2 ^ ONE) * np.uint64(payload))) & mask)[:, None]
+        else:
+            s_l, s_r, v_l, v_r, t_l, t_r = level.expand(s)
+            if dcf:
+                v_lose = _select(v_r, v_l, _widen(amask, width))
+                v_keep = v_l + v_r - v_lose
+        s_lose = _select(s_r, s_l, amask2)
+        s_keep = s_l ^ s_r ^ s_lose
         cw_s = s_lose[:num] ^ s_lose[num:]
         cw_tl = t_l[:num] ^ t_l[num:] ^ a ^ ONE
         cw_tr = t_r[:num] ^ t_r[num:] ^ a
         if dcf:
-            v_keep, v_lose = _select(v_l, v_r, amask[:, None]), _select(v_r, v_l, amask[:, None])
-            sign = (ONE - (t[num:] << ONE))[:, None]  # (-1)^{t_1}
-            cw_v = sign * (v_lose[num:] - v_lose[:num] - v_alpha) + a[:, None] * sign * beta
+            sign = _widen(ONE - (t[num:] << ONE), width)  # (-1)^{t_1}
+            cw_v = sign * (v_lose[num:] - v_lose[:num] - v_alpha)
+            cw_v += _widen(a, width) * sign * beta
             cw_v &= mask
             v_alpha = v_alpha - v_keep[num:] + v_keep[:num] + sign * cw_v
             vcw[i] = cw_v
         t_keep = _select(t_l, t_r, amask)
         cw_t_keep = _select(cw_tl, cw_tr, -a)
-        tmask = -t
-        s = s_keep ^ (np.concatenate([cw_s, cw_s]) & tmask[:, None])
+        cw_s2 = np.concatenate([cw_s, cw_s])
+        cw_s2 &= _widen(-t, 2)
+        s = s_keep
+        s ^= cw_s2
         t = t_keep ^ (t & np.concatenate([cw_t_keep, cw_t_keep]))
         scw[i], tl[i], tr[i] = cw_s, cw_tl, cw_tr
     conv = _convert(s, width, ell)
@@ -162,6 +203,40 @@ def gen(
     return keys  # type: ignore[return-value]
 
 
+def gen(
+    kind: str,
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    n: int,
+    ell: int,
+    rng: CSPRNG | None = None,
+) -> tuple[TreeKey, TreeKey]:
+    """Keys of ``N`` point (``kind="dpf"``) or comparison (``"dcf"``) functions.
+
+    ``alpha``: ``(N,)`` uint64 with ``n`` significant bits; ``beta``: ``(N, m)`` uint64.
+    Generated in cache-sized chunks.
+    """
+    rng = rng or default_generator()
+    num = alpha.shape[0]
+    if num <= EVAL_CHUNK:
+        return _gen_chunk(kind, alpha, beta, n, ell, rng)
+    parts = [_gen_chunk(kind, alpha[lo:lo + EVAL_CHUNK], beta[lo:lo + EVAL_CHUNK], n, ell, rng)
+             for lo in range(0, num, EVAL_CHUNK)]
+    keys = []
+    for b in (0, 1):
+        ks = [p[b] for p in parts]
+        keys.append(TreeKey(
+            kind, b, n, ell, beta.shape[1],
+            np.concatenate([k.seed for k in ks]),
+            np.concatenate([k.scw for k in ks], axis=1),
+            np.concatenate([k.vcw for k in ks], axis=1),
+            np.concatenate([k.tl for k in ks], axis=1),
+            np.concatenate([k.tr for k in ks], axis=1),
+            np.concatenate([k.cw_last for k in ks]),
+        ))
+    return keys[0], keys[1]
+
+
 def _eval_chunk(key: TreeKey, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
     dcf = key.kind == "dcf"
     width, ell, n = key.width, key.ell, key.n
@@ -170,16 +245,31 @@ def _eval_chunk(key: TreeKey, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
     x = x[lo:hi]
     t = np.full(hi - lo, key.party, dtype=np.uint64)
     acc = np.zeros((hi - lo, width), dtype=np.uint64)
+    tlr = (key.tl[:, lo:hi] | (key.tr[:, lo:hi] << 1)).astype(np.uint64)
+    payload = width * ell if dcf else 0
+    vmask = _ring_mask(ell)
     for i in range(n):
         xb = (x >> np.uint64(n - 1 - i)) & ONE
         xm = -xb
-        s_l, s_r, v_l, v_r, t_l, t_r = level.expand(s)
-        s = _select(s_l, s_r, xm[:, None]) ^ (key.scw[i, lo:hi] & (-t)[:, None])
-        if dcf:
-            acc += _select(v_l, v_r, xm[:, None]) + t[:, None] * key.vcw[i, lo:hi]
-        cw_t = _select(key.tl[i, lo:hi].astype(np.uint64), key.tr[i, lo:hi].astype(np.uint64), xm)
-        t = _select(t_l, t_r, xm) ^ (t & cw_t)
-    acc += _convert(s, width, ell) + t[:, None] * key.cw_last[lo:hi]
+        corr = key.scw[i, lo:hi] & _widen(-t, 2)
+        if level.small:
+            s_l, s_r, word = level.expand_small(s)
+            if dcf:
+                v = (word >> (xb * np.uint64(payload))) & vmask
+                v += t * key.vcw[i, lo:hi, 0]
+                acc[:, 0] += v
+            t_next = (word >> (xb + np.uint64(2 * payload))) & ONE
+        else:
+            s_l, s_r, v_l, v_r, t_l, t_r = level.expand(s)
+            if dcf:
+                acc += _select(v_l, v_r, _widen(xm, width))
+                acc += _widen(t, width) * key.vcw[i, lo:hi]
+            t_next = _select(t_l, t_r, xm)
+        s = _select(s_l, s_r, _widen(xm, 2))
+        s ^= corr
+        t_next ^= t & ((tlr[i] >> xb) & ONE)
+        t = t_next
+    acc += _convert(s, width, ell) + _widen(t, width) * key.cw_last[lo:hi]
     if key.party:
         acc = -acc
     return acc & _ring_mask(ell)
