@@ -1,0 +1,71 @@
+"""What every accountant shares: the history of (noise multiplier, sample rate, steps)."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+
+class Accountant(ABC):
+    """Tracks the composition of Poisson-subsampled Gaussian mechanisms.
+
+    Each call to :meth:`step` records ``steps`` applications of the mechanism with
+    noise multiplier ``σ`` (noise std / sensitivity) and Poisson sampling rate ``q``.
+    Consecutive calls with the same ``(σ, q)`` are merged.
+    """
+
+    name: str = "base"
+
+    def __init__(self) -> None:
+        self.history: list[tuple[float, float, int]] = []
+
+    def step(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1) -> None:
+        """Record ``steps`` applications of the subsampled Gaussian mechanism."""
+        check_mechanism(noise_multiplier, sample_rate, steps)
+        if self.history and self.history[-1][:2] == (noise_multiplier, sample_rate):
+            sigma, q, k = self.history[-1]
+            self.history[-1] = (sigma, q, k + steps)
+        else:
+            self.history.append((float(noise_multiplier), float(sample_rate), int(steps)))
+
+    @property
+    def steps(self) -> int:
+        """Total number of recorded mechanism applications."""
+        return sum(k for _, _, k in self.history)
+
+    @abstractmethod
+    def get_epsilon(self, delta: float) -> float:
+        """The ε such that the recorded composition is (ε, δ)-DP."""
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+def check_mechanism(noise_multiplier: float, sample_rate: float, steps: int) -> None:
+    """Refuse parameters for which no finite guarantee (or no meaning) exists."""
+    if not (isinstance(noise_multiplier, int | float) and math.isfinite(noise_multiplier)):
+        raise ValueError(f"noise_multiplier must be a finite number, got {noise_multiplier!r}")
+    if noise_multiplier <= 0:
+        raise ValueError(f"noise_multiplier must be > 0, got {noise_multiplier}")
+    if not 0 <= sample_rate <= 1:
+        raise ValueError(f"sample_rate must be in [0, 1], got {sample_rate}")
+    if int(steps) != steps or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps}")
+
+
+def check_delta(delta: float) -> None:
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+
+
+def make_accountant(name: str) -> Accountant:
+    """``"rdp"`` or ``"pld"`` (``"prv"`` is accepted as an alias of the tight accountant)."""
+    from veil.dp.accountants.pld import PLDAccountant
+    from veil.dp.accountants.rdp import RDPAccountant
+
+    key = name.lower()
+    if key == "rdp":
+        return RDPAccountant()
+    if key in ("pld", "prv"):
+        return PLDAccountant()
+    raise ValueError(f"unknown accountant {name!r}; choose 'rdp' or 'pld'")

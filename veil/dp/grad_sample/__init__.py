@@ -1,0 +1,20 @@
+"""Per-sample gradients: per-layer rules (registered by decorator) and a torch.func fallback.
+
+Example
+-------
+>>> import torch
+>>> from torch import nn
+>>> from veil.dp.grad_sample import GradSampleModule
+>>> model = GradSampleModule(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
+>>> model(torch.randn(8, 4)).pow(2).mean().backward()
+>>> sums, stats = model.clipped_sum(max_grad_norm=1.0)
+>>> stats["batch"]
+8
+"""
+
+from veil.dp.grad_sample import conv, linear, normalization  # noqa: F401  (register rules)
+from veil.dp.grad_sample.functorch import FunctorchRule
+from veil.dp.grad_sample.module import GradSampleModule
+from veil.dp.grad_sample.registry import RULES, Rule, register, rule_for
+
+__all__ = ["RULES", "FunctorchRule", "GradSampleModule", "Rule", "register", "rule_for"]

@@ -1,0 +1,78 @@
+"""nn.Linear: per-sample gradients from activations and backprops.
+
+For a batch without extra dimensions, ``∇_i W = g_i a_iᵀ`` so ``‖∇_i W‖² = ‖g_i‖²‖a_i‖²``
+(ghost norm) and the clipped sum is one matmul ``(c ⊙ g)ᵀ a``. With extra dimensions
+(sequences), the ghost norm costs ``B·T²·(d+p)`` against ``B·T·d·p`` for materialising;
+the cheaper one is used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from veil.dp.grad_sample.registry import Rule, Summer, materialised_norm_and_sum, register
+
+
+class _LinearTap(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, record):  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.record = record
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        ctx.record(x, g)
+        gx = g.matmul(weight) if ctx.needs_input_grad[0] else None
+        return gx, None, None, None
+
+
+@register(nn.Linear)
+class LinearRule(Rule):
+    tap = "function"
+
+    @staticmethod
+    def forward(module: nn.Linear, record, x: torch.Tensor) -> torch.Tensor:
+        return _LinearTap.apply(x, module.weight, module.bias, record)
+
+    def per_sample(self, module, a, g):
+        out = {}
+        if module.weight.requires_grad:
+            out["weight"] = torch.einsum("b...o,b...i->boi", g, a)
+        if module.bias is not None and module.bias.requires_grad:
+            out["bias"] = torch.einsum("b...o->bo", g)
+        return out
+
+    def norm_and_sum(self, module, a, g) -> tuple[torch.Tensor, Summer]:
+        b = a.shape[0]
+        a3, g3 = a.reshape(b, -1, a.shape[-1]), g.reshape(b, -1, g.shape[-1])
+        t, d, p = a3.shape[1], a3.shape[2], g3.shape[2]
+        if t > 1 and t * t * (d + p) > t * d * p:
+            return materialised_norm_and_sum(self.per_sample(module, a, g))
+        norm_sq = torch.zeros(b, dtype=g.dtype, device=g.device)
+        w_grad = module.weight.requires_grad
+        b_grad = module.bias is not None and module.bias.requires_grad
+        if w_grad:
+            if t == 1:
+                norm_sq = norm_sq + a3[:, 0].pow(2).sum(1) * g3[:, 0].pow(2).sum(1)
+            else:  # ‖Σ_t g_t a_tᵀ‖² = Σ_{t,s} (a_t·a_s)(g_t·g_s)
+                norm_sq = norm_sq + (a3 @ a3.transpose(1, 2) * (g3 @ g3.transpose(1, 2))).sum(
+                    (1, 2)
+                )
+        gb = g3.sum(1)
+        if b_grad:
+            norm_sq = norm_sq + gb.pow(2).sum(1)
+
+        def summer(c: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = {}
+            gc = g3 * c.to(g.dtype).view(b, 1, 1)
+            if w_grad:
+                out["weight"] = gc.reshape(-1, p).t() @ a3.reshape(-1, d)
+            if b_grad:
+                out["bias"] = gc.sum((0, 1))
+            return out
+
+        return norm_sq, summer

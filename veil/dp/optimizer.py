@@ -1,0 +1,121 @@
+"""DPOptimizer: clip per-sample gradients, add Gaussian noise, then the wrapped step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.optim import Optimizer
+
+from veil.csprng import CSPRNG
+from veil.dp.grad_sample import GradSampleModule
+
+
+class DPOptimizer:
+    """Wraps a torch optimizer for DP-SGD (Abadi et al. 2016).
+
+    On :meth:`step`: each sample's gradient (over all parameters) is clipped to norm
+    ``max_grad_norm`` = C, the clipped gradients are summed (over all physical batches
+    of a logical batch, see :meth:`virtual_step`), Gaussian noise N(0, σ²C²) from
+    :mod:`veil.csprng` is added once per logical batch, the sum is divided by the
+    *expected* batch size (fixed, so that the sensitivity stays C / expected size under
+    Poisson sampling) and the wrapped optimizer steps.
+
+    Parameters
+    ----------
+    optimizer:
+        Any torch optimizer over the model's parameters.
+    module:
+        The :class:`GradSampleModule` wrapping the model.
+    noise_multiplier, max_grad_norm:
+        σ and C.
+    expected_batch_size:
+        q · n, the logical batch size the noise is calibrated for.
+    """
+
+    def __init__(
+        self, optimizer: Optimizer, module: GradSampleModule, *, noise_multiplier: float,
+        max_grad_norm: float, expected_batch_size: int, generator: CSPRNG | None = None,
+    ) -> None:
+        if noise_multiplier < 0:
+            raise ValueError("noise_multiplier must be >= 0")
+        if not max_grad_norm > 0:
+            raise ValueError("max_grad_norm must be > 0")
+        if expected_batch_size <= 0:
+            raise ValueError("expected_batch_size must be positive")
+        self.original_optimizer = optimizer
+        self.module = module
+        self.noise_multiplier = float(noise_multiplier)
+        self.max_grad_norm = float(max_grad_norm)
+        self.expected_batch_size = int(expected_batch_size)
+        self.generator = generator or CSPRNG()
+        self.step_hooks: list[Callable[[DPOptimizer], None]] = []
+        self._summed: dict[torch.nn.Parameter, torch.Tensor] = {}
+        self._skip_next = False
+        self.last_stats: dict = {}
+        self.params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+
+    # torch.optim.Optimizer look-alike ------------------------------------------------------
+    @property
+    def param_groups(self):
+        return self.original_optimizer.param_groups
+
+    @property
+    def state(self):
+        return self.original_optimizer.state
+
+    def state_dict(self):
+        return self.original_optimizer.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        self.original_optimizer.load_state_dict(state)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the captured activations/backprops and the parameters' .grad."""
+        self.module.clear()
+        self.original_optimizer.zero_grad(set_to_none=set_to_none)
+
+    # DP ---------------------------------------------------------------------------------
+    def signal_skip_step(self, do_skip: bool = True) -> None:
+        """Make the next :meth:`step` only accumulate (a non-final physical batch)."""
+        self._skip_next = do_skip
+
+    def _accumulate(self) -> None:
+        sums, stats = self.module.clipped_sum(self.max_grad_norm)
+        self.last_stats = stats
+        for p, s in sums.items():
+            if p in self._summed:
+                self._summed[p] += s
+            else:
+                self._summed[p] = s.detach().clone()
+        self.module.clear()
+
+    def virtual_step(self) -> None:
+        """Clip and accumulate this physical batch; no noise, no parameter update."""
+        self._accumulate()
+
+    def step(self, closure: Callable[[], float] | None = None):
+        """Clip, accumulate, and (unless skipping) add noise and update the parameters."""
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        self._accumulate()
+        if self._skip_next:
+            self._skip_next = False
+            return None
+        for p in self.params:
+            s = self._summed.get(p)
+            if s is None:
+                s = torch.zeros_like(p)
+            std = self.noise_multiplier * self.max_grad_norm
+            noise = self.generator.normal(p.shape, std=std, dtype=p.dtype).to(p.device)
+            p.grad = (s + noise) / self.expected_batch_size
+        self._summed = {}
+        out = self.original_optimizer.step()
+        for hook in self.step_hooks:
+            hook(self)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"DPOptimizer(σ={self.noise_multiplier}, C={self.max_grad_norm}, "
+                f"expected_batch_size={self.expected_batch_size}, {self.original_optimizer!r})")
