@@ -120,6 +120,43 @@ class SecureGraph:
         if not torch.isfinite(x).all():
             raise ValueError("input contains NaN or infinite values")
 
+    def signature(self) -> tuple:
+        """A hashable description of the architecture (ops, wiring, shapes; no weights)."""
+        return (self.input_name, self.input_shape, self.output, tuple(
+            (layer.name, layer.op, layer.inputs, layer.out_shape, repr(sorted(layer.params.items())),
+             None if layer.weight is None else tuple(layer.weight.shape),
+             None if layer.bias is None else tuple(layer.bias.shape))
+            for layer in self.layers))
+
+    def public(self) -> SecureGraph:
+        """The architecture without the weights (zeros of the same shapes): what the data
+        owner's process gets."""
+        layers = [replace(layer,
+                          weight=None if layer.weight is None else torch.zeros_like(layer.weight),
+                          bias=None if layer.bias is None else torch.zeros_like(layer.bias))
+                  for layer in self.layers]
+        return replace(self, layers=layers)
+
+    def with_weights(self, state: dict[str, torch.Tensor]) -> SecureGraph:
+        """A copy with the parameters of ``state`` (keys ``'<layer>.weight'``/``'.bias'``)."""
+        layers = []
+        for layer in self.layers:
+            kw = {}
+            for kind in ("weight", "bias"):
+                old = getattr(layer, kind)
+                if old is not None:
+                    new = state[f"{layer.name}.{kind}"]
+                    if new.shape != old.shape:
+                        raise ValueError(f"{layer.name}.{kind} has shape {tuple(new.shape)}, "
+                                         f"expected {tuple(old.shape)}")
+                    kw[kind] = new
+            layers.append(replace(layer, **kw))
+        return replace(self, layers=layers)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The parameters as ``{'<layer>.weight': tensor, ...}`` (for files and transport)."""
+        return {f"{name}.{kind}": t for name, kind, t in self.parameters()}
+
     def with_argmax(self) -> SecureGraph:
         """A copy that ends with a one-hot argmax over the last output dimension."""
         if len(self.output_shape) != 1:

@@ -1,0 +1,338 @@
+"""Private inference: a model owner and a data owner run a PyTorch model together.
+
+The model owner (party 0) secret-shares the weights once; the data owner
+(party 1) secret-shares each batch; a dealer supplies the correlated randomness
+(triples, FSS keys) in an offline phase; by default only the data owner learns
+the output. Neither party ever holds the other's plaintext: with
+``transport="tcp"`` the three roles are separate processes and each computing
+process loads only its own private input (the weights or the images) from a
+private file, so the images never even enter the model owner's memory.
+
+- :func:`secure_inference`: one call, one batch -> ``(output, report)``.
+- :func:`serve`: inference as a service: share the weights once, answer many
+  batches, each with fresh dealer material; one report per batch.
+
+Example
+-------
+>>> import torch, veil
+>>> from veil.models import build
+>>> model = build("network1")
+>>> x = torch.randn(4, 1, 28, 28)
+>>> out, report = veil.secure_inference(model, x, transport="local")   # doctest: +SKIP
+>>> (out - model(x)).abs().max() < 1e-2                                # doctest: +SKIP
+tensor(True)
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from veil.nn.graph import SecureGraph, convert
+from veil.nn.report import InferenceReport
+from veil.nn.secure import (
+    DATA_OWNER,
+    MODEL_OWNER,
+    material_plan,
+    secure_forward,
+    share_weights,
+)
+
+Progress = Callable[[int, int], None]
+_FSS_FREE_KINDS = {"matmul", "conv2d", "beaver", "square"}
+
+
+# --------------------------------------------------------------------------- party-local job
+
+def _load_private(source: Any) -> Any:
+    """A party's private input: the object itself (local) or a file only it reads (tcp)."""
+    if isinstance(source, str | os.PathLike):
+        return torch.load(source, map_location="cpu", weights_only=True)
+    return source
+
+
+def _delta(a: dict, b: dict, key: str) -> float:
+    return b[key] - a[key]
+
+
+def _chunks(plan: list) -> list[tuple[bool, list]]:
+    """Consecutive runs of the plan that are FSS keys or not (order preserved)."""
+    out: list[tuple[bool, list]] = []
+    for item in plan:
+        fss = item[0] not in _FSS_FREE_KINDS
+        if out and out[-1][0] == fss:
+            out[-1][1].append(item)
+        else:
+            out.append((fss, [item]))
+    return out
+
+
+def _service_job(party, public: SecureGraph, weights_src: Any, inputs_src: Any,
+                 batch_sizes: Sequence[int], plans: Sequence[list], reveal_to: int | None,
+                 progress: Any = None) -> dict:
+    """SPMD program of both computing parties (see :func:`serve`)."""
+    rank = party.rank
+    graph = public
+    if rank == MODEL_OWNER:
+        graph = public.with_weights(_load_private(weights_src))
+    inputs = _load_private(inputs_src) if rank == DATA_OWNER else None
+
+    s0, t0 = party.stats(), time.perf_counter()
+    shared = share_weights(party, graph, owner=MODEL_OWNER)
+    s1, t1 = party.stats(), time.perf_counter()
+    out: dict[str, Any] = {"setup_s": t1 - t0, "setup_bytes": _delta(s0, s1, "bytes_sent"),
+                           "setup_rounds": _delta(s0, s1, "rounds"), "batches": []}
+    for i, batch in enumerate(batch_sizes):
+        rec: dict[str, Any] = {"offline_bytes": 0, "key_bytes": 0}
+        party.barrier()  # time the dealer, not the peer's lag
+        ta = time.perf_counter()
+        for fss, items in _chunks(list(plans[i])):
+            before = party.stats()["offline_bytes_received"]
+            party.prefetch(items)
+            got = party.stats()["offline_bytes_received"] - before
+            rec["offline_bytes"] += got
+            rec["key_bytes"] += got if fss else 0
+        rec["offline_s"] = time.perf_counter() - ta
+        party.barrier()  # both parties start the online phase together
+        sa, tb = party.stats(), time.perf_counter()
+        x = party.share(inputs[i] if rank == DATA_OWNER else None, owner=DATA_OWNER,
+                        shape=(batch, *graph.input_shape))
+        cb = _progress_callback(progress, i, len(batch_sizes)) if rank == DATA_OWNER else None
+        y = secure_forward(party, shared, x, cb).reveal(to=reveal_to)
+        sb = party.stats()
+        rec.update(online_s=time.perf_counter() - tb, online_bytes=_delta(sa, sb, "bytes_sent"),
+                   online_rounds=_delta(sa, sb, "rounds"), output=y)
+        out["batches"].append(rec)
+    return out
+
+
+def _progress_callback(progress: Any, batch_index: int, batches: int) -> Progress | None:
+    if progress is None:
+        return None
+
+    def cb(done: int, total: int) -> None:
+        value = (batch_index * total + done, batches * total)
+        if callable(progress):
+            progress(*value)
+        else:  # a queue to the launcher (tcp)
+            progress.put(value)
+
+    return cb
+
+
+def _record_plan(graph: SecureGraph, batch: int) -> list:
+    """Dry run on zeros (local threads) that records the dealer requests of one batch."""
+    from veil.mpc.runtime import run
+
+    def job(party):
+        log: list = []
+        material = party.material
+
+        def recording(kind, **params):
+            log.append((kind, params))
+            return material(kind, **params)
+
+        party.material = recording
+        shared = share_weights(party, graph.public(), owner=MODEL_OWNER)
+        x = party.share(torch.zeros(batch, *graph.input_shape) if party.rank == DATA_OWNER
+                        else None, owner=DATA_OWNER, shape=(batch, *graph.input_shape))
+        secure_forward(party, shared, x)
+        return log
+
+    return run(job, transport="local", timeout=600)[0]
+
+
+_PLAN_CACHE: dict[tuple, list] = {}
+
+
+def plan_for(graph: SecureGraph, batch: int) -> list:
+    """The dealer requests of one batch (cached per graph and batch size)."""
+    key = (graph.signature(), batch)
+    if key not in _PLAN_CACHE:
+        _PLAN_CACHE[key] = material_plan(graph, batch, recorder=_record_plan)
+    return _PLAN_CACHE[key]
+
+
+# --------------------------------------------------------------------------- public API
+
+def serve(
+    model: nn.Module | SecureGraph,
+    batches: Sequence[torch.Tensor],
+    transport: str = "local",
+    *,
+    argmax: bool = False,
+    reveal_to: int | None = DATA_OWNER,
+    timeout: float = 300.0,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[list[torch.Tensor | None], list[InferenceReport]]:
+    """Inference as a service: share the model once, answer every batch privately.
+
+    Parameters
+    ----------
+    model: a ``torch.nn.Module`` (converted with :func:`veil.nn.convert`) or a converted graph.
+    batches: float tensors ``(batch, *input_shape)``; each gets fresh dealer material.
+    transport: ``"local"`` (threads) or ``"tcp"`` (party 0, party 1 and the dealer as three
+        processes on loopback; each computing process reads only its own private file).
+    argmax: return the one-hot argmax of the output instead of the logits.
+    reveal_to: who learns the output: 1 (the data owner, default), 0, or ``None`` (both).
+    timeout: seconds a party waits for a message before failing.
+    threads: torch threads per process (tcp).
+    progress: ``progress(done, total)`` over all layers of all batches.
+
+    Returns
+    -------
+    outputs: the revealed outputs (float64), one per batch, as seen by ``reveal_to``.
+    reports: one :class:`~veil.nn.report.InferenceReport` per batch; the weight-sharing
+        set-up cost is in every report's ``setup_*`` fields (paid once).
+    """
+    if transport not in ("local", "tcp"):
+        raise ValueError(f"transport must be 'local' or 'tcp', got {transport!r}")
+    if reveal_to not in (0, 1, None):
+        raise ValueError(f"reveal_to must be 0, 1 or None, got {reveal_to!r}")
+    batches = list(batches)
+    if not batches:
+        raise ValueError("no batch to serve")
+    if isinstance(model, SecureGraph):
+        graph = model
+    else:
+        if not isinstance(batches[0], torch.Tensor):
+            raise TypeError(f"a batch must be a torch.Tensor, got {type(batches[0]).__name__}")
+        graph = convert(model, tuple(batches[0].shape[1:]))
+    if argmax:
+        graph = graph.with_argmax()
+    for x in batches:
+        graph.check_input(x)
+    sizes = [int(x.shape[0]) for x in batches]
+    plans = [plan_for(graph, b) for b in sizes]
+    inputs = [x.detach().double().cpu() for x in batches]
+    public = graph.public()
+    if transport == "local":
+        results = _run_local(public, graph.state(), inputs, sizes, plans, reveal_to, timeout,
+                             progress)
+    else:
+        results = _run_tcp(public, graph.state(), inputs, sizes, plans, reveal_to, timeout,
+                           threads, progress)
+    return _collect(results, sizes, transport, reveal_to)
+
+
+def _run_local(public, state, inputs, sizes, plans, reveal_to, timeout, progress) -> list:
+    from veil.mpc.runtime import run
+
+    return run(_service_job, transport="local", timeout=timeout,
+               args=(public, state, inputs, sizes, plans, reveal_to, progress))
+
+
+def _run_tcp(public, state, inputs, sizes, plans, reveal_to, timeout, threads, progress) -> list:
+    import multiprocessing as mp
+
+    from veil.mpc.runtime import run
+
+    with tempfile.TemporaryDirectory(prefix="veil-inference-") as tmp:
+        # Each private input goes to a file that only its owner's process reads.
+        weights_file, inputs_file = Path(tmp) / "model-owner.pt", Path(tmp) / "data-owner.pt"
+        for path, obj in ((weights_file, state), (inputs_file, inputs)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(obj, fh)
+        manager = q = None
+        stop = threading.Event()
+        if progress is not None:
+            manager = mp.get_context("spawn").Manager()
+            q = manager.Queue()
+
+            def pump() -> None:
+                while not stop.is_set():
+                    try:
+                        progress(*q.get(timeout=0.1))
+                    except queue.Empty:
+                        continue
+                    except (EOFError, OSError):
+                        return
+
+            threading.Thread(target=pump, daemon=True).start()
+        try:
+            return run(_service_job, transport="tcp", timeout=timeout, threads=threads,
+                       args=(public, str(weights_file), str(inputs_file), sizes, plans,
+                             reveal_to, q))
+        finally:
+            stop.set()
+            if manager is not None:
+                manager.shutdown()
+
+
+def _collect(results: list, sizes: list[int], transport: str, reveal_to: int | None
+             ) -> tuple[list[torch.Tensor | None], list[InferenceReport]]:
+    r0, r1 = results
+    outputs, reports = [], []
+    who = DATA_OWNER if reveal_to is None else reveal_to
+    for i, size in enumerate(sizes):
+        b0, b1 = r0["batches"][i], r1["batches"][i]
+        outputs.append((r0, r1)[who]["batches"][i]["output"])
+        reports.append(InferenceReport(
+            batch_size=size, transport=transport,
+            setup_s=max(r0["setup_s"], r1["setup_s"]),
+            setup_bytes=int(r0["setup_bytes"] + r1["setup_bytes"]),
+            setup_rounds=int(max(r0["setup_rounds"], r1["setup_rounds"])),
+            offline_s=max(b0["offline_s"], b1["offline_s"]),
+            offline_bytes=int(b0["offline_bytes"] + b1["offline_bytes"]),
+            dealer_key_bytes=int(b0["key_bytes"] + b1["key_bytes"]),
+            online_s=max(b0["online_s"], b1["online_s"]),
+            online_bytes=int(b0["online_bytes"] + b1["online_bytes"]),
+            online_rounds=int(max(b0["online_rounds"], b1["online_rounds"])),
+        ))
+    return outputs, reports
+
+
+def secure_inference(
+    model: nn.Module | SecureGraph,
+    x: torch.Tensor,
+    transport: str = "local",
+    *,
+    argmax: bool = False,
+    reveal_to: int | None = DATA_OWNER,
+    timeout: float = 300.0,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[torch.Tensor, InferenceReport]:
+    """Run ``model`` on the batch ``x`` with two-party computation; return output and cost.
+
+    The model owner (party 0) shares the weights, the data owner (party 1)
+    shares ``x``, a dealer supplies triples and FSS keys offline, and only the
+    data owner learns the output (``reveal_to``). The output is what
+    ``model(x)`` gives, up to fixed-point error (16 fractional bits).
+
+    Parameters
+    ----------
+    model: any ``torch.nn.Module`` that :func:`veil.nn.convert` accepts.
+    x: float tensor ``(batch, *input_shape)``, finite.
+    transport: ``"local"`` (threads, in-memory) or ``"tcp"`` (three processes, loopback).
+    argmax: return the one-hot argmax (a secure tournament) instead of the logits.
+
+    Returns
+    -------
+    output: float64 tensor (``reveal_to``'s view).
+    report: :class:`~veil.nn.report.InferenceReport` (offline/online time, bytes, rounds).
+
+    Example
+    -------
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU())
+    >>> out, report = secure_inference(net, torch.ones(1, 3))   # doctest: +SKIP
+    >>> report.online_rounds                                   # doctest: +SKIP
+    4
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    outputs, reports = serve(model, [x], transport, argmax=argmax, reveal_to=reveal_to,
+                             timeout=timeout, threads=threads, progress=progress)
+    return outputs[0], reports[0]
