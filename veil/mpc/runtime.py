@@ -225,9 +225,15 @@ class RemoteError(RuntimeError):
     """An exception raised in a launched process (its traceback is in the message)."""
 
 
+def _default_start_method() -> str:
+    if "fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized():
+        return "fork"
+    return "spawn"
+
+
 def _run_tcp_launcher(job: Job, args: tuple, kwargs: dict, options: dict, timeout: float,
-                      start_method: str) -> list:
-    ctx = mp.get_context(start_method)
+                      start_method: str | None) -> list:
+    ctx = mp.get_context(start_method or _default_start_method())
     session = os.urandom(16)
     options = dict(options, modules=registered_modules())
     pipes, procs = [], []
@@ -328,7 +334,7 @@ def run(
     rank: int | None = None,
     addresses: Sequence[str] | None = None,
     session: str | bytes = b"veil",
-    start_method: str = "spawn",
+    start_method: str | None = None,
     threads: int | None = None,
     dealer_timeout: float | None = None,
     connect_timeout: float | None = None,
@@ -362,8 +368,10 @@ def run(
     session:
         A token shared by the three participants of a multi-machine run.
     start_method:
-        Multiprocessing start method of the TCP launcher (``"spawn"`` is safe with
-        torch's thread pools; ``"fork"`` starts faster).
+        Multiprocessing start method of the TCP launcher. Default: ``"fork"`` on
+        platforms that have it while CUDA is not initialised (fast start-up, and the
+        job may be a closure, like torch's DataLoader workers), else ``"spawn"``
+        (the job must then be a picklable module-level function).
     threads:
         torch threads per launched process (TCP launcher).
     dealer_timeout:

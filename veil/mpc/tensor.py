@@ -421,7 +421,7 @@ class SecretTensor:
         self.share = share
 
     # -- reveal ------------------------------------------------------------------------
-    def reveal(self, to: int | None = None, dtype: torch.dtype | None = None
+    def reveal(self, to: int | None = None, *, dtype: torch.dtype | None = None
                ) -> torch.Tensor | None:
         """Decode the secret: to both parties (``to=None``) or only to party ``to``.
 

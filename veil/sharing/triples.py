@@ -29,6 +29,27 @@ from veil.sharing.material import register_material
 Shape = Sequence[int]
 
 
+def matmul_shape(sx: Shape, sy: Shape) -> tuple[int, ...]:
+    """The shape of ``torch.matmul(x, y)`` (computed without touching any tensor)."""
+    sx, sy = tuple(sx), tuple(sy)
+    if not sx or not sy:
+        raise ValueError("matmul needs tensors of at least one dimension")
+    x2 = (1,) + sx if len(sx) == 1 else sx
+    y2 = sy + (1,) if len(sy) == 1 else sy
+    if x2[-1] != y2[-2]:
+        raise ValueError(f"matmul shapes {sx} @ {sy}: inner dimensions {x2[-1]} != {y2[-2]}")
+    try:
+        batch = tuple(torch.broadcast_shapes(x2[:-2], y2[:-2]))
+    except RuntimeError:
+        raise ValueError(f"matmul shapes {sx} @ {sy}: batch dimensions do not broadcast") from None
+    out = batch + (x2[-2], y2[-1])
+    if len(sx) == 1:
+        out = out[:-2] + out[-1:]
+    if len(sy) == 1:
+        out = out[:-1]
+    return out
+
+
 def bilinear_shape(op: str, shape_x: Shape, shape_y: Shape, **op_params) -> tuple[int, ...]:
     """The output shape of ``op(x, y)`` (raises a clear error on incompatible shapes)."""
     sx, sy = torch.Size(shape_x), torch.Size(shape_y)
@@ -38,11 +59,7 @@ def bilinear_shape(op: str, shape_x: Shape, shape_y: Shape, **op_params) -> tupl
         except RuntimeError:
             raise ValueError(f"shapes {tuple(sx)} and {tuple(sy)} do not broadcast") from None
     if op == "matmul":
-        try:
-            meta = torch.empty(sx, device="meta")
-            return tuple(meta.matmul(torch.empty(sy, device="meta")).shape)
-        except RuntimeError as exc:
-            raise ValueError(f"matmul shapes {tuple(sx)} @ {tuple(sy)}: {exc}") from None
+        return matmul_shape(sx, sy)
     if op == "conv2d":
         return ring.conv2d_output_shape(sx, sy, op_params.get("stride", 1),
                                         op_params.get("padding", 0))

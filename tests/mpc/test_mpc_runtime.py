@@ -1,0 +1,169 @@
+"""veil.run: failures and timeouts, plans and stores, dealer checks, accounting, multi-host API."""
+
+import socket
+import threading
+import time
+
+import pytest
+import torch
+
+import veil
+from veil.comm.wire import wire_size
+from veil.mpc import PartyFailedError
+from veil.sharing import Plan, preprocess
+
+
+def _mul_job(party, n=4):
+    x = party.share(torch.arange(n, dtype=torch.float32) if party.rank == 0 else None, owner=0,
+                    shape=(n,))
+    y = party.share(torch.ones(n) * 2 if party.rank == 1 else None, owner=1, shape=(n,))
+    return (x * y).reveal(), party.stats()
+
+
+def test_failing_party_makes_the_other_fail_fast_with_its_reason():
+    def job(party):
+        if party.rank == 1:
+            raise ValueError("bad data in party 1")
+        return party.exchange(torch.ones(2))
+
+    t0 = time.perf_counter()
+    with pytest.raises(PartyFailedError, match="party 1 failed: ValueError: bad data") as info:
+        veil.run(job, timeout=30)
+    assert info.value.rank == 1
+    assert time.perf_counter() - t0 < 5  # not the 30 s timeout
+
+
+def test_silent_peer_times_out_with_clear_error():
+    def job(party):
+        if party.rank == 1:
+            time.sleep(0.8)
+            return None
+        return party.exchange(torch.ones(2))
+
+    t0 = time.perf_counter()
+    with pytest.raises(PartyFailedError, match="party 0 failed: PeerTimeoutError: no message "
+                                               "from party 1 within 0.3 s"):
+        veil.run(job, timeout=0.3)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_stats_count_rounds_and_bytes_at_the_transport():
+    def job(party):
+        x = party.share(torch.ones(16, 16) if party.rank == 0 else None, owner=0, shape=(16, 16))
+        y = party.share(torch.ones(16, 16) if party.rank == 1 else None, owner=1, shape=(16, 16))
+        before = party.stats()
+        z = x @ y
+        after = party.stats()
+        z.reveal()
+        return before, after, party.stats()
+
+    (b0, a0, e0), (b1, a1, _) = veil.run(job)
+    assert b0["rounds"] == 0 and a0["rounds"] == 1 and e0["rounds"] == 2
+    # One message with e and f shares: two 16x16 int64 tensors plus header and framing.
+    expected = wire_size([torch.zeros(16, 16, dtype=torch.int64)] * 2) + 8
+    assert a0["bytes_sent"] == a1["bytes_received"] == expected
+    assert a0["messages_sent"] == 1 and a0["materials_used"] == 1
+    # Seed compression: party 0 receives a seed, party 1 a seed plus c1 (16x16 int64).
+    assert a0["offline_bytes_received"] < 200 < 2048 < a1["offline_bytes_received"]
+
+
+def test_plan_moves_dealer_work_offline():
+    plan = Plan().add("beaver", shape_x=[4], shape_y=[4])
+    r0, r1 = veil.run(_mul_job, plan=plan)
+    assert torch.equal(r0[0], torch.arange(4) * 2.0)
+    s = r0[1]
+    assert s["offline_bytes_received"] > 0 and s["materials_used"] == 1
+    assert s["offline_s"] > 0 and s["online_s"] > 0
+
+
+def test_plan_exhausted_and_mismatch_raise():
+    with pytest.raises(PartyFailedError, match="exhausted: the plan had 0 items"):
+        veil.run(_mul_job, plan=[])
+    with pytest.raises(PartyFailedError, match="MaterialMismatchError: item 0 of the plan"):
+        veil.run(_mul_job, plan=Plan().add("beaver", shape_x=[5], shape_y=[5]))
+
+
+def test_store_run_then_replay_is_impossible(tmp_path):
+    preprocess(Plan().add("beaver", shape_x=[4], shape_y=[4]), tmp_path / "s")
+    r0, _ = veil.run(_mul_job, store=tmp_path / "s")
+    assert torch.equal(r0[0], torch.arange(4) * 2.0)
+    assert r0[1]["offline_bytes_received"] == 0  # nothing from the dealer
+    with pytest.raises(PartyFailedError, match="exhausted"):
+        veil.run(_mul_job, store=tmp_path / "s")
+    with pytest.raises(FileNotFoundError):
+        veil.run(_mul_job, store=tmp_path / "missing")
+
+
+def test_stores_of_different_runs_are_refused(tmp_path):
+    preprocess(Plan().add("beaver", shape_x=[4], shape_y=[4]), tmp_path / "a")
+    preprocess(Plan().add("beaver", shape_x=[4], shape_y=[4]), tmp_path / "b")
+    (tmp_path / "b" / "party1").rename(tmp_path / "a" / "party1x")
+    (tmp_path / "a" / "party1").rename(tmp_path / "b" / "party1")
+    (tmp_path / "a" / "party1x").rename(tmp_path / "a" / "party1")
+    with pytest.raises(PartyFailedError, match="stores do not match"):
+        veil.run(_mul_job, store=tmp_path / "a")
+
+
+def test_diverging_programs_are_caught_by_the_dealer():
+    def job(party):
+        party.material("beaver", shape_x=[2 + party.rank], shape_y=[2 + party.rank])
+
+    with pytest.raises(PartyFailedError, match="different material"):
+        veil.run(job, timeout=10)
+
+
+def test_unknown_material_kind():
+    def job(party):
+        party.material("no_such_kind", n=1)
+
+    with pytest.raises(PartyFailedError, match="no dealer material of kind 'no_such_kind'"):
+        veil.run(job, timeout=10)
+
+
+def test_material_is_never_served_twice_by_the_dealer():
+    def job(party):
+        m1 = party.material("beaver", shape_x=[8], shape_y=[8])
+        m2 = party.material("beaver", shape_x=[8], shape_y=[8])
+        return m1["a"], m2["a"]
+
+    (a0, b0), (a1, b1) = veil.run(job)
+    assert not torch.equal(a0 + a1, b0 + b1)
+
+
+def test_run_argument_validation():
+    with pytest.raises(ValueError, match="transport"):
+        veil.run(_mul_job, transport="carrier-pigeon")
+    with pytest.raises(ValueError, match="three addresses"):
+        veil.run(_mul_job, transport="tcp", rank=0)
+    with pytest.raises(ValueError, match="timeout"):
+        veil.run(_mul_job, timeout=0)
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multi_host_api_with_explicit_ranks_and_addresses():
+    # The same program started three times with its rank (here threads of one process).
+    p0, p1 = _free_ports(2)
+    addresses = [f"127.0.0.1:{p0}", f"127.0.0.1:{p1}", "127.0.0.1:0"]
+    results = {}
+
+    def start(rank):
+        results[rank] = veil.run(_mul_job if rank < 2 else None, transport="tcp", rank=rank,
+                                 addresses=addresses, session="test", timeout=20)
+
+    threads = [threading.Thread(target=start, args=(r,)) for r in (0, 1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert torch.equal(results[0][0], torch.arange(4) * 2.0)
+    assert torch.equal(results[1][0], results[0][0])
+    assert results[2]["items"] == 1

@@ -1,0 +1,114 @@
+"""Statistical and exact checks that shares and views leak nothing about the inputs."""
+
+import hashlib
+import threading
+
+import torch
+
+import veil
+import veil.mpc.party as party_mod
+import veil.mpc.runtime as runtime_mod
+from veil.csprng import CSPRNG
+
+N = 8192
+
+
+def _bit_frequencies(x: torch.Tensor) -> torch.Tensor:
+    bits = (x.unsqueeze(-1) >> torch.arange(64)) & 1
+    return bits.reshape(-1, 64).double().mean(0)
+
+
+def test_single_share_of_constant_is_uniform_per_bit():
+    # A share of a constant (here 0 and 1.0) must look uniform: every bit set with
+    # frequency 1/2 (5 sigma = 5 * 0.5 / sqrt(N) ~ 0.028).
+    def job(party, value):
+        x = party.share(torch.full((N,), value) if party.rank == 0 else None, owner=0,
+                        shape=(N,))
+        y = x * 3 + 1.0  # a derived share must be uniform too
+        return x.share, y.share
+
+    for value in (0.0, 1.0):
+        (s0, d0), (s1, d1) = veil.run(job, args=(value,))
+        for share in (s0, s1, d0, d1):
+            freq = _bit_frequencies(share)
+            assert (freq - 0.5).abs().max().item() < 0.028, freq
+        # The shares do reconstruct the constant (the test can fail).
+        assert torch.equal(s0 + s1, torch.full((N,), int(value * 65536)))
+
+
+def test_product_output_share_is_uniform():
+    def job(party):
+        x = party.share(torch.ones(N) if party.rank == 0 else None, owner=0, shape=(N,))
+        y = party.share(torch.ones(N) if party.rank == 1 else None, owner=1, shape=(N,))
+        return (x * y).share
+
+    z0, z1 = veil.run(job)
+    for share in (z0, z1):
+        assert (_bit_frequencies(share) - 0.5).abs().max().item() < 0.028
+
+
+class _DeterministicCSPRNG(CSPRNG):
+    """CSPRNG whose unseeded instances are keyed by (thread name, counter): replayable runs."""
+
+    counters: dict = {}
+    lock = threading.Lock()
+
+    def __init__(self, seed=None):
+        if seed is None:
+            name = threading.current_thread().name
+            with self.lock:
+                i = self.counters.get(name, 0)
+                self.counters[name] = i + 1
+            seed = hashlib.sha256(f"{name}/{i}".encode()).digest()[:16]
+        super().__init__(seed)
+
+
+def _view_of_party1(value):
+    def job(party):
+        received = []
+        if party.rank == 1:  # record everything party 1 receives from party 0
+            orig = party.peer.exchange
+
+            def recording(obj):
+                got = orig(obj)
+                received.append(got)
+                return got
+
+            party.peer.exchange = recording
+        x = party.share(value if party.rank == 0 else None, owner=0, shape=(N,))
+        w = party.share(torch.full((N, 4), 0.5) if party.rank == 1 else None, owner=1,
+                        shape=(N, 4))
+        y = (x * x).sum() + (x.unsqueeze(0) @ w).sum()
+        return x.share, y.share, received
+
+    return veil.run(job)
+
+
+def test_non_owner_share_is_independent_of_owner_value(monkeypatch):
+    # Same randomness, different inputs: party 1's share is bit-identical, party 0's is not.
+    monkeypatch.setattr(party_mod, "CSPRNG", _DeterministicCSPRNG)
+    monkeypatch.setattr(runtime_mod, "CSPRNG", _DeterministicCSPRNG)
+
+    def job(party, value):
+        x = party.share(value if party.rank == 0 else None, owner=0, shape=(16,))
+        return x.share
+
+    shares = []
+    for value in (torch.zeros(16), torch.linspace(-1000, 1000, 16)):
+        _DeterministicCSPRNG.counters = {}
+        shares.append(veil.run(job, args=(value,)))
+    (a0, a1), (b0, b1) = shares
+    assert torch.equal(a1, b1)
+    assert not torch.equal(a0, b0)
+
+
+def test_non_owner_view_is_uniform_whatever_the_owner_value():
+    # Everything party 1 receives during products (masked openings x - a) is uniform per bit,
+    # for a zero input and for a large constant input alike.
+    for value in (torch.zeros(N), torch.full((N,), 1000.0)):
+        _, (_, _, view) = _view_of_party1(value)
+        assert len(view) == 2  # one opening per product
+        for msg in view:
+            for t in msg:
+                freq = _bit_frequencies(t.flatten())
+                assert (freq - 0.5).abs().max().item() < 0.028, freq
