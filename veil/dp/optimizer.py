@@ -84,10 +84,7 @@ class DPOptimizer:
         sums, stats = self.module.clipped_sum(self.max_grad_norm)
         self.last_stats = stats
         for p, s in sums.items():
-            if p in self._summed:
-                self._summed[p] += s
-            else:
-                self._summed[p] = s.detach().clone()
+            self._summed[p] = self._summed[p] + s if p in self._summed else s
         self.module.clear()
 
     def virtual_step(self) -> None:

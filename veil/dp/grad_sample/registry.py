@@ -49,7 +49,7 @@ def materialised_norm_and_sum(grads: dict[str, torch.Tensor]) -> tuple[torch.Ten
     first = next(iter(grads.values()))
     norm_sq = torch.zeros(first.shape[0], dtype=first.dtype, device=first.device)
     for gs in grads.values():
-        norm_sq = norm_sq + gs.reshape(gs.shape[0], -1).pow(2).sum(1)
+        norm_sq = norm_sq + torch.linalg.vector_norm(gs.reshape(gs.shape[0], -1), dim=1).square()
 
     def summer(c: torch.Tensor) -> dict[str, torch.Tensor]:
         return {
