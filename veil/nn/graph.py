@@ -123,7 +123,8 @@ class SecureGraph:
     def signature(self) -> tuple:
         """A hashable description of the architecture (ops, wiring, shapes; no weights)."""
         return (self.input_name, self.input_shape, self.output, tuple(
-            (layer.name, layer.op, layer.inputs, layer.out_shape, repr(sorted(layer.params.items())),
+            (layer.name, layer.op, layer.inputs, layer.out_shape,
+             repr(sorted(layer.params.items())),
              None if layer.weight is None else tuple(layer.weight.shape),
              None if layer.bias is None else tuple(layer.bias.shape))
             for layer in self.layers))
