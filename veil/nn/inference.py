@@ -261,7 +261,9 @@ def _run_tcp(public, state, inputs, sizes, plans, reveal_to, timeout, threads, p
 
             threading.Thread(target=pump, daemon=True).start()
         try:
+            # spawn, not fork: a forked party would inherit the launcher's memory (both inputs)
             return run(_service_job, transport="tcp", timeout=timeout, threads=threads,
+                       start_method="spawn",
                        args=(public, str(weights_file), str(inputs_file), sizes, plans,
                              reveal_to, q))
         finally:
