@@ -32,6 +32,7 @@ Example
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -248,8 +249,14 @@ def check_match(mpk: MasterPublicKey, *items: Ciphertext | FunctionalKey) -> Non
 _SOLVERS: dict[int, DiscreteLog] = {}
 
 
-def discrete_log(table_bits: int = 20) -> DiscreteLog:
-    """A process-wide :class:`DiscreteLog` (its table is loaded or built once)."""
+def discrete_log(table_bits: int | None = None) -> DiscreteLog:
+    """A process-wide :class:`DiscreteLog` (its table is loaded or built once).
+
+    ``table_bits`` defaults to ``$VEIL_FE_TABLE_BITS`` or 20 (a 12 MiB table, built in
+    a few seconds the first time, then cached on disk).
+    """
+    if table_bits is None:
+        table_bits = int(os.environ.get("VEIL_FE_TABLE_BITS", "20"))
     if table_bits not in _SOLVERS:
         _SOLVERS[table_bits] = DiscreteLog(table_bits)
     return _SOLVERS[table_bits]
