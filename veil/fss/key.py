@@ -55,18 +55,25 @@ def key_bits(kind: str, n: int, ell: int, width: int = 1) -> int:
 def _field_bits(values: np.ndarray, ell: int) -> np.ndarray:
     """(N, F) uint64 -> (N, F*ell) uint8 bits, little-endian within each field."""
     n, f = values.shape
-    bits = np.unpackbits(
-        np.ascontiguousarray(values).view(np.uint8).reshape(n, f, 8), axis=-1, bitorder="little"
-    )
+    if ell == 1:
+        return (values & np.uint64(1)).astype(np.uint8)
+    nbytes = (ell + 7) // 8
+    raw = np.ascontiguousarray(values).view(np.uint8).reshape(n, f, 8)[:, :, :nbytes]
+    bits = np.unpackbits(raw, axis=-1, bitorder="little")
     return bits[:, :, :ell].reshape(n, f * ell)
 
 
 def _bits_field(bits: np.ndarray, f: int, ell: int) -> np.ndarray:
     """Inverse of :func:`_field_bits`: (N, F*ell) bits -> (N, F) uint64."""
     n = bits.shape[0]
-    full = np.zeros((n, f, 64), dtype=np.uint8)
+    if ell == 1:
+        return bits.astype(np.uint64)
+    nbytes = (ell + 7) // 8
+    full = np.zeros((n, f, 8 * nbytes), dtype=np.uint8)
     full[:, :, :ell] = bits.reshape(n, f, ell)
-    return np.packbits(full, axis=-1, bitorder="little").view(np.uint64).reshape(n, f)
+    raw = np.zeros((n, f, 8), dtype=np.uint8)
+    raw[:, :, :nbytes] = np.packbits(full, axis=-1, bitorder="little")
+    return raw.view(np.uint64).reshape(n, f)
 
 
 @dataclass

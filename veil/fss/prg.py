@@ -68,6 +68,18 @@ class MMO:
             np.bitwise_xor(buf[:n], seeds, out=out)
         return out
 
+    def encrypt_into(self, seeds: np.ndarray, j: int, out: np.ndarray) -> None:
+        """Raw ``AES_{k_j}(s)`` of every seed into ``out`` (uint64, ``(N + 1, 2)``: one spare row).
+
+        The MMO XOR with the seed is left to the caller (the fused kernels do it).
+        """
+        n = seeds.shape[0]
+        if out.shape != (n + 1, 2) or out.dtype != np.uint64 or not out.flags.c_contiguous:
+            raise ValueError("out must be a contiguous uint64 array of shape (N + 1, 2)")
+        if n:
+            src = np.ascontiguousarray(seeds).view(np.uint8).reshape(-1)
+            self._enc[j].update_into(src, out.view(np.uint8).reshape(-1))
+
     def expand_many(self, seeds: np.ndarray, first: int, blocks: int) -> np.ndarray:
         """Blocks ``first .. first+blocks-1`` of every seed as uint64 words ``(N, 2*blocks)``."""
         n = seeds.shape[0]

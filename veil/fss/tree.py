@@ -15,8 +15,12 @@ from __future__ import annotations
 import numpy as np
 
 from veil.csprng import CSPRNG, default_generator
+from veil.fss import kernels
 from veil.fss.key import TreeKey
 from veil.fss.prg import MMO
+
+#: Use the fused numba kernels (set to False to run the numpy reference path).
+USE_KERNELS = kernels.AVAILABLE
 
 ONE = np.uint64(1)
 # Fixed-key families: seeds and level words use keys 0.., the final Convert uses its own.
@@ -125,6 +129,43 @@ def _random_seeds(rng: CSPRNG, num: int) -> np.ndarray:
     return np.frombuffer(rng.random_bytes(16 * num), dtype=np.uint64).reshape(num, 2).copy()
 
 
+def _gen_chunk_fused(kind, alpha, beta, n, ell, rng):
+    num, width = beta.shape
+    dcf = kind == "dcf"
+    lw = width if dcf else 0
+    level = _Level(lw, ell)
+    blocks = 2 + level.vblocks
+    seed0, seed1 = _random_seeds(rng, num), _random_seeds(rng, num)
+    s0, s1 = seed0.copy(), seed1.copy()
+    t0, t1 = np.zeros(num, np.uint64), np.ones(num, np.uint64)
+    v_alpha = np.zeros((num, width), dtype=np.uint64)
+    beta = np.ascontiguousarray(beta & _ring_mask(ell))
+    scw = np.empty((n, num, 2), dtype=np.uint64)
+    vcw = np.zeros((n, num, lw), dtype=np.uint64)
+    tl = np.empty((n, num), dtype=np.uint8)
+    tr = np.empty((n, num), dtype=np.uint8)
+    mode = kernels.layout(lw, ell)
+    enc0 = np.empty((blocks, num + 1, 2), dtype=np.uint64)
+    enc1 = np.empty((blocks, num + 1, 2), dtype=np.uint64)
+    for i in range(n):
+        for j in range(blocks):
+            level.prg.encrypt_into(s0, j, enc0[j])
+            level.prg.encrypt_into(s1, j, enc1[j])
+        kernels.gen_level(s0, s1, enc0, enc1, alpha, n - 1 - i, t0, t1, v_alpha, beta, lw, ell,
+                          dcf, mode, scw[i], vcw[i], tl[i], tr[i])
+    conv = _convert(np.concatenate([s0, s1]), width, ell)
+    sign = _widen(ONE - (t1 << ONE), width)
+    if dcf:
+        cw_last = sign * (conv[num:] - conv[:num] - v_alpha)
+    else:
+        cw_last = sign * (beta - conv[:num] + conv[num:])
+    cw_last &= _ring_mask(ell)
+    return tuple(
+        TreeKey(kind, b, n, ell, width, seed, scw, vcw, tl, tr, cw_last)
+        for b, seed in ((0, seed0), (1, seed1))
+    )
+
+
 def _gen_chunk(
     kind: str,
     alpha: np.ndarray,
@@ -138,6 +179,8 @@ def _gen_chunk(
     ``alpha``: ``(N,)`` uint64 with ``n`` significant bits; ``beta``: ``(N, m)`` uint64.
     """
     rng = rng or default_generator()
+    if USE_KERNELS:
+        return _gen_chunk_fused(kind, alpha, beta, n, ell, rng)
     num, width = beta.shape
     dcf = kind == "dcf"
     mask = _ring_mask(ell)
@@ -220,24 +263,52 @@ def gen(
     num = alpha.shape[0]
     if num <= EVAL_CHUNK:
         return _gen_chunk(kind, alpha, beta, n, ell, rng)
-    parts = [_gen_chunk(kind, alpha[lo:lo + EVAL_CHUNK], beta[lo:lo + EVAL_CHUNK], n, ell, rng)
-             for lo in range(0, num, EVAL_CHUNK)]
-    keys = []
+    width = beta.shape[1]
+    dcf_width = width if kind == "dcf" else 0
+    out = []
     for b in (0, 1):
-        ks = [p[b] for p in parts]
-        keys.append(TreeKey(
-            kind, b, n, ell, beta.shape[1],
-            np.concatenate([k.seed for k in ks]),
-            np.concatenate([k.scw for k in ks], axis=1),
-            np.concatenate([k.vcw for k in ks], axis=1),
-            np.concatenate([k.tl for k in ks], axis=1),
-            np.concatenate([k.tr for k in ks], axis=1),
-            np.concatenate([k.cw_last for k in ks]),
+        out.append(TreeKey(
+            kind, b, n, ell, width,
+            np.empty((num, 2), np.uint64), np.empty((n, num, 2), np.uint64),
+            np.empty((n, num, dcf_width), np.uint64), np.empty((n, num), np.uint8),
+            np.empty((n, num), np.uint8), np.empty((num, width), np.uint64),
         ))
-    return keys[0], keys[1]
+    for lo in range(0, num, EVAL_CHUNK):
+        hi = min(lo + EVAL_CHUNK, num)
+        parts = _gen_chunk(kind, alpha[lo:hi], beta[lo:hi], n, ell, rng)
+        for key, part in zip(out, parts, strict=True):
+            key.seed[lo:hi], key.scw[:, lo:hi], key.vcw[:, lo:hi] = part.seed, part.scw, part.vcw
+            key.tl[:, lo:hi], key.tr[:, lo:hi] = part.tl, part.tr
+            key.cw_last[lo:hi] = part.cw_last
+    return out[0], out[1]
+
+
+def _eval_chunk_fused(key: TreeKey, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    dcf = key.kind == "dcf"
+    width, ell, n = key.width, key.ell, key.n
+    lw = width if dcf else 0
+    level = _Level(lw, ell)
+    blocks = 2 + level.vblocks
+    s = key.seed[lo:hi].copy()
+    x = np.ascontiguousarray(x[lo:hi])
+    t = np.full(hi - lo, key.party, dtype=np.uint64)
+    acc = np.zeros((hi - lo, width), dtype=np.uint64)
+    enc = np.empty((blocks, hi - lo + 1, 2), dtype=np.uint64)
+    mode = kernels.layout(lw, ell)
+    for i in range(n):
+        for j in range(blocks):
+            level.prg.encrypt_into(s, j, enc[j])
+        kernels.eval_level(s, enc, x, n - 1 - i, t, acc, key.scw[i, lo:hi], key.vcw[i, lo:hi],
+                           key.tl[i, lo:hi], key.tr[i, lo:hi], lw, ell, dcf, mode)
+    acc += _convert(s, width, ell) + _widen(t, width) * key.cw_last[lo:hi]
+    if key.party:
+        acc = -acc
+    return acc & _ring_mask(ell)
 
 
 def _eval_chunk(key: TreeKey, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    if USE_KERNELS:
+        return _eval_chunk_fused(key, x, lo, hi)
     dcf = key.kind == "dcf"
     width, ell, n = key.width, key.ell, key.n
     level = _Level(width if dcf else 0, ell)
