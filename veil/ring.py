@@ -177,15 +177,16 @@ def matmul_limbs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     width = _limb_width(inner)
     count = math.ceil(RING_BITS / width)
     la, lb = _limbs(a, width, count), _limbs(b, width, count)
-    out = torch.zeros(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-                      + (a.shape[-2], b.shape[-1]), dtype=torch.int64, device=a.device)
+    out: torch.Tensor | None = None
     n = b.shape[-1]
     for i in range(count):
         # a_i times all b_j with i + j < count, as one GEMM on concatenated columns.
         wide = torch.cat(lb[: count - i], dim=-1)
         prod = torch.matmul(la[i], wide).to(torch.int64)
         for j in range(count - i):
-            out += prod[..., j * n : (j + 1) * n] << (width * (i + j))
+            part = prod[..., j * n : (j + 1) * n] << (width * (i + j))
+            out = part if out is None else out.add_(part)
+    assert out is not None
     return out
 
 

@@ -5,6 +5,8 @@ With a triple ``(a, b, c = op(a, b))`` from the dealer, the parties open
 
     op(x, y) = c + op(e, b) + op(a, f) + op(e, f)        (the last term by party 0 only)
 
+computed as ``c_i + op(e, b_i + [i = 0] f) + op(a_i, f)``: two local ops per party.
+
 ``op`` is the elementwise product (``beaver`` triples, with broadcasting),
 ``torch.matmul`` (``matmul`` triples) or ``conv2d`` (``conv2d`` triples). The
 functions here work on raw ring shares: fixed-point truncation is the caller's
@@ -46,10 +48,9 @@ def bilinear(party: Party, op: str, x: torch.Tensor, y: torch.Tensor, **op_param
                             f"expected {tuple(x.shape)}, {tuple(y.shape)}")
     e, f = party.open_many([x - a, y - b])
     opp = {k: params[k] for k in ("stride", "padding") if k in params}
-    z = c + apply_bilinear(op, e, b, **opp) + apply_bilinear(op, a, f, **opp)
-    if party.rank == 0:
-        z = z + apply_bilinear(op, e, f, **opp)
-    return z
+    # c is single-use material owned by this call: accumulate into it in place.
+    z = c.add_(apply_bilinear(op, e, b + f if party.rank == 0 else b, **opp))
+    return z.add_(apply_bilinear(op, a, f, **opp))
 
 
 def square(party: Party, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +58,8 @@ def square(party: Party, x: torch.Tensor) -> torch.Tensor:
     m = party.material("square", shape=list(x.shape))
     a, c = m["a"], m["c"]
     (e,) = party.open_many([x - a])
-    z = c + 2 * e * a
+    # Party 0: c + e * (2a + e); party 1: c + e * 2a.
+    t = a + a
     if party.rank == 0:
-        z = z + e * e
-    return z
+        t.add_(e)
+    return c.add_(e * t)

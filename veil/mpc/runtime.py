@@ -116,7 +116,8 @@ def _close_all(links: Iterable[Link], exc: BaseException | None) -> None:
 # ---------------------------------------------------------------------------------------------
 # Local transport: threads
 # ---------------------------------------------------------------------------------------------
-def _run_local(job: Job, args: tuple, kwargs: dict, options: dict, timeout: float) -> list:
+def _run_local(job: Job, args: dict[int, tuple], kwargs: dict, options: dict,
+               timeout: float) -> list:
     p01, p10 = channel_pair(NAMES[0], NAMES[1])
     p0d, dp0 = channel_pair(NAMES[0], NAMES[2])
     p1d, dp1 = channel_pair(NAMES[1], NAMES[2])
@@ -137,8 +138,8 @@ def _run_local(job: Job, args: tuple, kwargs: dict, options: dict, timeout: floa
             if rank == DEALER:
                 results[rank] = _dealer_main({0: links[2][0], 1: links[2][1]})
             else:
-                results[rank] = _party_main(rank, links[rank][0], links[rank][1], job, args,
-                                            kwargs, options)
+                results[rank] = _party_main(rank, links[rank][0], links[rank][1], job,
+                                            args[rank], kwargs, options)
         except BaseException as e:  # noqa: BLE001 - reported to the caller below
             exc = e
             with lock:
@@ -199,7 +200,10 @@ def _child(rank: int, conn, job: Job | None, args: tuple, kwargs: dict, options:
     from veil.comm.tcp import listen
 
     try:
-        torch.set_num_threads(options.get("threads") or torch.get_num_threads())
+        # One torch thread by default: a forked child must not enter the OpenMP pool it
+        # inherited from the parent (libgomp is not fork-safe; torch's DataLoader workers do
+        # the same).
+        torch.set_num_threads(options.get("threads") or 1)
         listener = listen(("127.0.0.1", 0)) if rank < DEALER else None
         conn.send(("port", listener.getsockname()[1] if listener else 0))
         if not conn.poll(options.get("connect_timeout") or timeout):
@@ -221,26 +225,29 @@ def _child(rank: int, conn, job: Job | None, args: tuple, kwargs: dict, options:
         conn.close()
 
 
-class RemoteError(RuntimeError):
-    """An exception raised in a launched process (its traceback is in the message)."""
+_GRACE_S = 5.0
 
 
-def _default_start_method() -> str:
-    if "fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized():
+def _default_start_method(threads: int | None) -> str:
+    if ("fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized()
+            and (threads or 1) == 1):
         return "fork"
     return "spawn"
 
 
-def _run_tcp_launcher(job: Job, args: tuple, kwargs: dict, options: dict, timeout: float,
+def _run_tcp_launcher(job: Job, args: dict[int, tuple], kwargs: dict, options: dict,
+                      timeout: float,
                       start_method: str | None) -> list:
-    ctx = mp.get_context(start_method or _default_start_method())
+    ctx = mp.get_context(start_method or _default_start_method(options.get("threads")))
     session = os.urandom(16)
     options = dict(options, modules=registered_modules())
     pipes, procs = [], []
     for rank in (0, 1, 2):
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=_child, args=(rank, child, job if rank < DEALER else None, args,
-                                              kwargs, options, timeout, session),
+        # Each child receives only its own arguments (a party's input never reaches the other).
+        p = ctx.Process(target=_child, args=(rank, child, job if rank < DEALER else None,
+                                              args.get(rank, ()), kwargs, options, timeout,
+                                              session),
                         name=f"veil-{NAMES[rank].replace(' ', '-')}", daemon=True)
         p.start()
         child.close()
@@ -306,8 +313,10 @@ def _supervise(pipes, procs, timeout: float, options: dict) -> list:
                 order.append(rank)
         if errors and first_failure is None:
             first_failure = time.monotonic()
-        if first_failure is not None and time.monotonic() - first_failure > timeout + 5:
-            break  # the others should have failed fast; stop waiting
+        if first_failure is not None and time.monotonic() - first_failure > _GRACE_S:
+            # The others fail fast when a peer dies; one still running is stuck in local
+            # computation and is terminated below.
+            break
     if errors:
         primary = [r for r in order if not errors[r][4]]
         rank = primary[0] if primary else order[0]
@@ -326,6 +335,7 @@ def run(
     *,
     args: Sequence = (),
     kwargs: dict | None = None,
+    inputs: Sequence | dict | None = None,
     timeout: float = 60.0,
     plan: Iterable | None = None,
     store: str | os.PathLike | None = None,
@@ -348,6 +358,12 @@ def run(
         :class:`~veil.mpc.party.Party`.
     transport:
         ``"local"`` (threads, in-memory) or ``"tcp"``.
+    args, kwargs:
+        Extra arguments given to the job in both parties.
+    inputs:
+        Private inputs: ``(input_of_party0, input_of_party1)`` or ``{rank: input}``;
+        the job is then called as ``job(party, my_input, *args, **kwargs)`` and, over
+        TCP, each process receives only its own input.
     timeout:
         Seconds a party waits for any single message before failing with a clear
         error (a dead or hung peer).
@@ -373,7 +389,8 @@ def run(
         job may be a closure, like torch's DataLoader workers), else ``"spawn"``
         (the job must then be a picklable module-level function).
     threads:
-        torch threads per launched process (TCP launcher).
+        torch threads per launched process (TCP launcher; default 1). More than one
+        thread makes the launcher use ``spawn``.
     dealer_timeout:
         How long the dealer waits between requests (default ``max(600, 10 * timeout)``):
         parties may compute for a long time between requests.
@@ -409,6 +426,13 @@ def run(
         "connect_timeout": connect_timeout,
     }
     kwargs = kwargs or {}
+    if inputs is None:
+        per_rank = {0: tuple(args), 1: tuple(args)}
+    else:
+        given = dict(inputs) if isinstance(inputs, dict) else dict(enumerate(inputs))
+        if rank is None and sorted(given) != [0, 1]:
+            raise ValueError("inputs must give one input for each of party 0 and party 1")
+        per_rank = {r: (v,) + tuple(args) for r, v in given.items() if r in (0, 1)}
     if rank is not None:
         if transport != "tcp" or addresses is None or len(addresses) != 3:
             raise ValueError("rank=... needs transport='tcp' and three addresses "
@@ -417,15 +441,17 @@ def run(
             raise ValueError(f"rank must be 0, 1 or 2 (dealer), got {rank}")
         token = session.encode() if isinstance(session, str) else bytes(session)
         try:
-            return _tcp_participant(rank, list(addresses), job, tuple(args), kwargs, options,
-                                    timeout, token)
+            if rank < DEALER and rank not in per_rank:
+                raise ValueError(f"inputs has no entry for rank {rank}")
+            return _tcp_participant(rank, list(addresses), job, per_rank.get(rank, ()), kwargs,
+                                    options, timeout, token)
         except (CommError, Exception) as exc:
             if isinstance(exc, PartyFailedError):
                 raise
             raise PartyFailedError(rank, f"{type(exc).__name__}: {exc}") from exc
     if transport == "local":
-        return _run_local(job, tuple(args), kwargs, options, timeout)
-    return _run_tcp_launcher(job, tuple(args), kwargs, options, timeout, start_method)
+        return _run_local(job, per_rank, kwargs, options, timeout)
+    return _run_tcp_launcher(job, per_rank, kwargs, options, timeout, start_method)
 
 
 def _main(argv: Sequence[str] | None = None) -> None:

@@ -29,6 +29,20 @@ from veil.sharing.material import register_material
 Shape = Sequence[int]
 
 
+def broadcast_shape(sx: Shape, sy: Shape) -> tuple[int, ...]:
+    """Broadcast two shapes like torch (pure Python: ``torch.broadcast_shapes`` costs ~1 s on
+    its first call)."""
+    sx, sy = tuple(int(d) for d in sx), tuple(int(d) for d in sy)
+    n = max(len(sx), len(sy))
+    px, py = (1,) * (n - len(sx)) + sx, (1,) * (n - len(sy)) + sy
+    out = []
+    for a, b in zip(px, py, strict=True):
+        if a != b and a != 1 and b != 1:
+            raise ValueError(f"shapes {sx} and {sy} do not broadcast")
+        out.append(b if a == 1 else a)
+    return tuple(out)
+
+
 def matmul_shape(sx: Shape, sy: Shape) -> tuple[int, ...]:
     """The shape of ``torch.matmul(x, y)`` (computed without touching any tensor)."""
     sx, sy = tuple(sx), tuple(sy)
@@ -39,8 +53,8 @@ def matmul_shape(sx: Shape, sy: Shape) -> tuple[int, ...]:
     if x2[-1] != y2[-2]:
         raise ValueError(f"matmul shapes {sx} @ {sy}: inner dimensions {x2[-1]} != {y2[-2]}")
     try:
-        batch = tuple(torch.broadcast_shapes(x2[:-2], y2[:-2]))
-    except RuntimeError:
+        batch = broadcast_shape(x2[:-2], y2[:-2])
+    except ValueError:
         raise ValueError(f"matmul shapes {sx} @ {sy}: batch dimensions do not broadcast") from None
     out = batch + (x2[-2], y2[-1])
     if len(sx) == 1:
@@ -54,10 +68,7 @@ def bilinear_shape(op: str, shape_x: Shape, shape_y: Shape, **op_params) -> tupl
     """The output shape of ``op(x, y)`` (raises a clear error on incompatible shapes)."""
     sx, sy = torch.Size(shape_x), torch.Size(shape_y)
     if op == "beaver":
-        try:
-            return tuple(torch.broadcast_shapes(sx, sy))
-        except RuntimeError:
-            raise ValueError(f"shapes {tuple(sx)} and {tuple(sy)} do not broadcast") from None
+        return broadcast_shape(sx, sy)
     if op == "matmul":
         return matmul_shape(sx, sy)
     if op == "conv2d":
