@@ -137,3 +137,21 @@ def test_key_format_does_not_depend_on_alpha() -> None:
             z = abs(int(bits.sum()) * 2 - bits.size) / np.sqrt(bits.size)
             p = 2 * stats.norm.sf(z)
             assert p > 1e-4, f"frequency test failed (p={p:.2e})"
+
+
+@pytest.mark.parametrize("n,ell,width", [(12, 1, 1), (12, 64, 2), (12, 13, 3), (12, 7, 5)])
+def test_numpy_reference_path_agrees(monkeypatch, n: int, ell: int, width: int) -> None:
+    """The fused kernels and the numpy reference path make interoperable keys."""
+    from veil.fss import tree
+
+    rng = CSPRNG(b"r" * 16)
+    alpha, x = _rand(rng, 300, n), _rand(rng, 300, n)
+    beta = _rand(rng, 300 * width, ell).reshape(300, width)
+    for gen_fused, eval_fused in ((True, False), (False, True), (False, False)):
+        for kind, pred in (("dcf", x < alpha), ("dpf", x == alpha)):
+            gen = dcf_gen if kind == "dcf" else dpf_gen
+            monkeypatch.setattr(tree, "USE_KERNELS", gen_fused)
+            k0, k1 = gen(alpha, beta, n, ell, rng)
+            monkeypatch.setattr(tree, "USE_KERNELS", eval_fused)
+            out = _sum(k0, k1, x, ell)
+            np.testing.assert_array_equal(out, np.where(pred[:, None], beta, np.uint64(0)))
