@@ -170,7 +170,7 @@ def sign_keygen(
     k0, k1 = dcf_gen(alpha, beta, n, ell, rng)
     shares = []
     for party, key in ((0, k0), (1, k1)):
-        shares.append({"key": key.pack(), "party": np.int64(party),
+        shares.append({"key": key.pack(), "party": party,
                        "shape": np.array([n, ell, width, ring_bits, int(relu), extra,
                                           METHODS.index(method)], dtype=np.int64)})
     for name, value, bits in (("r", r, ring_bits), ("rw", rw, ring_bits), ("c", const, ell)):
@@ -247,8 +247,8 @@ def eq_keygen(count: int, ring_bits: int = 64, ell: int | None = None,
     k0, k1 = dpf_gen(r, 1, ring_bits, ell, rng)
     s0 = _u64(rng, (count,), ring_bits)
     shape = np.array([ring_bits, ell, 1, ring_bits], dtype=np.int64)
-    m0 = {"key": k0.pack(), "party": np.int64(0), "shape": shape, "r": s0.view(np.int64)}
-    m1 = {"key": k1.pack(), "party": np.int64(1), "shape": shape.copy(),
+    m0 = {"key": k0.pack(), "party": 0, "shape": shape, "r": s0.view(np.int64)}
+    m1 = {"key": k1.pack(), "party": 1, "shape": shape.copy(),
           "r": ((r - s0) & _mask(ring_bits)).view(np.int64)}
     return m0, m1
 
