@@ -15,7 +15,7 @@ Example
 >>> acc = RDPAccountant()
 >>> acc.step(noise_multiplier=1.1, sample_rate=256 / 60000, steps=2340)
 >>> round(acc.get_epsilon(1e-5), 2)
-1.14
+1.1
 """
 
 from veil.dp.accountants.base import Accountant, make_accountant
