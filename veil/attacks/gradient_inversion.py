@@ -221,9 +221,14 @@ def _start(shape: tuple[int, ...], bounds: tuple[float, float] | None,
 
 def dlg(model: nn.Module, update: Update, input_shape: Sequence[int], num_images: int = 1,
         labels: torch.Tensor | None = None, spec: UpdateSpec = UpdateSpec(),
-        iterations: int = 300, lr: float = 1.0, bounds: tuple[float, float] | None = None,
-        seed: int = 0, progress: Callable[[int], None] | None = None) -> Reconstruction:
+        iterations: int = 300, lr: float = 1.0, restarts: int = 2,
+        bounds: tuple[float, float] | None = None, tol: float = 1e-10, seed: int = 0,
+        progress: Callable[[int], None] | None = None) -> Reconstruction:
     """Deep Leakage from Gradients: L2 gradient matching with L-BFGS.
+
+    L-BFGS stalls on the kinks of ReLU networks (a failed line search leaves it in
+    place); a stalled run restarts its curvature memory from the current point, and
+    ``restarts`` independent random starts keep the best final match.
 
     Parameters
     ----------
@@ -231,21 +236,41 @@ def dlg(model: nn.Module, update: Update, input_shape: Sequence[int], num_images
     update: the observed update (list of tensors shaped like the parameters).
     input_shape: shape of one input, e.g. ``(1, 28, 28)``.
     labels: known or recovered labels; ``None`` optimises soft labels too (original DLG).
-    iterations: L-BFGS iterations (each one up to 20 function evaluations... capped at 1).
+    iterations: L-BFGS steps per restart (one step: a line search of a few evaluations).
     bounds: clamp the reconstruction to this pixel range at the end.
+    tol: stop once the squared gradient distance falls below this.
     """
     update = _check_update(model, update)
+    if restarts < 1 or iterations < 1:
+        raise ValueError("restarts and iterations must be >= 1")
     gen = torch.Generator().manual_seed(seed)
     params = _params(model)
-    x = _start((num_images, *input_shape), bounds, gen).requires_grad_(True)
+    best: Reconstruction | None = None
+    for _ in range(restarts):
+        rec = _dlg_run(model, params, update, (num_images, *input_shape), labels, spec,
+                       iterations, lr, bounds, tol, gen, progress)
+        if best is None or rec.loss < best.loss:
+            best = rec
+        if best.loss < tol:
+            break
+    assert best is not None
+    return best
+
+
+def _dlg_run(model: nn.Module, params: dict[str, torch.Tensor], update: Update,
+             shape: tuple[int, ...], labels: torch.Tensor | None, spec: UpdateSpec,
+             iterations: int, lr: float, bounds: tuple[float, float] | None, tol: float,
+             gen: torch.Generator, progress: Callable[[int], None] | None) -> Reconstruction:
+    x = _start(shape, bounds, gen).requires_grad_(True)
     variables = [x]
     if labels is None:
         num_classes = update[-1].shape[0]
-        soft = torch.randn(num_images, num_classes, generator=gen).requires_grad_(True)  # not-secret
-        variables.append(soft)
-    opt = torch.optim.LBFGS(variables, lr=lr, max_iter=1, history_size=100,
-                            line_search_fn="strong_wolfe")
-    history: list[float] = []
+        soft = torch.randn(shape[0], num_classes, generator=gen)  # not-secret: attack start
+        variables.append(soft.requires_grad_(True))
+
+    def fresh() -> torch.optim.LBFGS:
+        return torch.optim.LBFGS(variables, lr=lr, max_iter=1, history_size=100,
+                                 line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -254,18 +279,28 @@ def dlg(model: nn.Module, update: Update, input_shape: Sequence[int], num_images
         loss.backward()
         return loss
 
+    opt = fresh()
+    history: list[float] = []
+    stalled = 0
     for _ in range(iterations):
         loss = float(opt.step(closure).detach())
-        history.append(loss)
         if progress:
             progress(1)
-        if not np.isfinite(loss) or loss < 1e-16:
+        stalled = stalled + 1 if history and loss >= history[-1] * (1 - 1e-6) else 0
+        history.append(loss)
+        if not np.isfinite(loss) or loss < tol:
             break
-    out = x.detach()
-    if bounds is not None:
-        out = out.clamp(*bounds)
-    used = labels if labels is not None else torch.softmax(variables[1].detach(), 1).argmax(1)
-    return Reconstruction(out, used, history[-1] if history else float("nan"), history)
+        if stalled == 2:
+            opt = fresh()
+        elif stalled > 4:
+            break
+    with torch.no_grad():
+        if bounds is not None:
+            x.clamp_(*bounds)
+    y = labels if labels is not None else torch.softmax(variables[1].detach(), 1)
+    final = float(_l2(_simulate(model, params, x, y, spec, create_graph=False), update).detach())
+    used = labels if labels is not None else y.argmax(1)
+    return Reconstruction(x.detach().clone(), used, final, history)
 
 
 def inverting_gradients(model: nn.Module, update: Update, input_shape: Sequence[int],
@@ -313,8 +348,8 @@ def inverting_gradients(model: nn.Module, update: Update, input_shape: Sequence[
             if progress:
                 progress(1)
         xf = x.detach().requires_grad_(True)
-        final = float(_cosine(_simulate(model, params, xf, labels, spec, create_graph=False),
-                              update) + tv_weight * total_variation(xf.detach()))
+        final = float((_cosine(_simulate(model, params, xf, labels, spec, create_graph=False),
+                               update) + tv_weight * total_variation(xf)).detach())
         if best is None or final < best.loss:
             best = Reconstruction(x.detach().clone(), labels, final, history)
     assert best is not None

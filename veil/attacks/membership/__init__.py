@@ -1,4 +1,4 @@
-"""Membership inference: threshold baseline, shadow models (Shokri et al.), LiRA (Carlini et al.)."""
+"""Membership inference: threshold, shadow models, LiRA (Carlini et al.)."""
 
 from veil.attacks.membership.lira import lira_offline, lira_online
 from veil.attacks.membership.run import ATTACKS, MembershipReport, run_attacks

@@ -48,11 +48,14 @@ class MembershipReport:
     results: ``{attack name: MembershipResult}``.
     scores: ``{attack name: per-example membership scores}``.
     seconds: ``{"shadows": training time, attack name: scoring time}``.
+    shadows: the shadow models' membership and scores (pass them to another call of
+        :func:`run_attacks` to attack a second target with the same recipe).
     """
 
     results: dict[str, MembershipResult]
     scores: dict[str, np.ndarray] = field(repr=False)
     seconds: dict[str, float]
+    shadows: ShadowSet = field(repr=False)
 
     def to_dict(self, curve: bool = False) -> dict:
         """``{"attacks": {name: metrics}, "seconds": {...}}``."""
@@ -130,4 +133,4 @@ def run_attacks(
     seconds["lira_offline"] = time.perf_counter() - t0
 
     results = {name: evaluate_scores(s, members, fprs) for name, s in scores.items()}
-    return MembershipReport(results, scores, seconds)
+    return MembershipReport(results, scores, seconds, shadows)
