@@ -335,7 +335,7 @@ class DPLogisticRegression:
             opt.step()
             self.accountant.step(self.lr)
             if progress is not None:
-                progress(k, float(loss))
+                progress(k, float(loss.detach()))
         self.weight = w.detach()
         return self
 
