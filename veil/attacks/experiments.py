@@ -68,6 +68,8 @@ class MembershipTarget:
     recipe: Recipe
     augmentations: tuple = (identity,)
     description: str = ""
+    dp_epsilon: float | None = None
+    """With a DP recipe: calibrate the noise multiplier to this epsilon (delta 1e-5)."""
 
 
 def membership_targets(quick: bool = False) -> list[MembershipTarget]:
@@ -76,9 +78,10 @@ def membership_targets(quick: bool = False) -> list[MembershipTarget]:
                      batch_size=128, lr=1e-3)
     general = Recipe(arch="mlp", hidden=128, epochs=4 if quick else 5, batch_size=64, lr=1e-3,
                      weight_decay=5e-4)
-    # DP-SGD: the overfit recipe with per-example clipping and noise (plain SGD as in Abadi
-    # et al.; larger logical batches, as DP-SGD needs).
-    dp = Recipe(arch="mlp", hidden=overfit.hidden, epochs=overfit.epochs, batch_size=256,
+    # DP-SGD: the overfit task with per-example clipping and noise calibrated to epsilon = 8
+    # (SGD with momentum; expected batch 10% of the training set).
+    pool = 1000 if quick else 5000
+    dp = Recipe(arch="mlp", hidden=overfit.hidden, epochs=overfit.epochs, batch_size=pool // 20,
                 lr=0.5, optimizer="sgd", dp_noise=1.0, dp_clip=1.0)
     cifar_aug = (identity, hflip)
     mnist_aug = (identity, shift(1, 0), shift(-1, 0))
@@ -87,8 +90,9 @@ def membership_targets(quick: bool = False) -> list[MembershipTarget]:
                          "CIFAR-10 MLP, no regularisation: train accuracy ~100%"),
         MembershipTarget("generalised", "mnist", 2000 if quick else 10000, general, mnist_aug,
                          "MNIST MLP, weight decay, few epochs: small train-test gap"),
-        MembershipTarget("dp", "cifar10", 1000 if quick else 5000, dp, cifar_aug,
-                         "the overfit task trained with DP-SGD (veil.dp)"),
+        MembershipTarget("dp", "cifar10", pool, dp, cifar_aug,
+                         "the overfit task trained with DP-SGD (veil.dp), epsilon 8",
+                         dp_epsilon=8.0),
     ]
 
 
@@ -131,6 +135,9 @@ def membership_experiment(out_dir: str | Path, quick: bool = False, num_shadows:
 
 def _membership_target(t: MembershipTarget, out_dir: Path, shadows: int, seed: int,
                        tracker: Tracker) -> dict:
+    if t.dp_epsilon is not None:
+        from veil.attacks._dp import calibrate
+        t = replace(t, recipe=calibrate(t.recipe, t.pool // 2, t.dp_epsilon, delta=1e-5))
     x, y = load_dataset(t.dataset, "train", limit=t.pool)
     xt, yt = load_dataset(t.dataset, "test", limit=2000)
     rng = np.random.default_rng(seed)
@@ -164,26 +171,30 @@ def _membership_target(t: MembershipTarget, out_dir: Path, shadows: int, seed: i
 
 
 def load_model(path: str | Path) -> torch.nn.Module:
-    """A saved classifier: TorchScript, or a whole pickled ``nn.Module`` (``torch.save(model)``).
+    """A saved classifier: a whole pickled module (``torch.save(model, path)``), a
+    ``torch.export`` program (``.pt2``) or a TorchScript archive.
 
     Unpickling runs code from the file: only load models you trust.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
+    if path.suffix == ".pt2":
+        return torch.export.load(str(path)).module()
     try:
-        return torch.jit.load(str(path)).eval()
-    except (RuntimeError, ValueError):
         model = torch.load(path, weights_only=False)
+    except RuntimeError:
+        model = torch.jit.load(str(path))      # a TorchScript archive
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"{path} holds a {type(model).__name__}, not an nn.Module "
-                        "(save the whole model with torch.save(model, path) or TorchScript)")
+                        "(save the whole model with torch.save(model, path))")
     return model.eval()
 
 
 def inversion_experiment(out_dir: str | Path, quick: bool = False, dataset: str = "mnist",
                          model: torch.nn.Module | None = None,
-                         rounding: tuple[int, ...] = (3, 2, 1), seed: int = 0,
+                         rounding: tuple[int, ...] = (3, 2, 1),
+                         classes: tuple[int, ...] | None = None, seed: int = 0,
                          tracker: Tracker = _no_progress) -> dict:
     """Invert every class of a classifier, white box and black box (with rounded scores).
 
@@ -192,10 +203,14 @@ def inversion_experiment(out_dir: str | Path, quick: bool = False, dataset: str 
     and its correlation/SSIM to the class's mean training image, next to the best
     correlation with any *other* class mean (a reconstruction is class-specific when
     the first beats the second). One image grid: class means, then one row per mode.
+    ``classes`` restricts the attack to some classes (default: all).
     """
     out_dir = Path(out_dir)
     x, y = load_dataset(dataset, "train", limit=2000 if quick else 10000)
     num_classes = int(y.max()) + 1
+    targets = list(range(num_classes)) if classes is None else sorted(set(classes))
+    if not targets or min(targets) < 0 or max(targets) >= num_classes:
+        raise ValueError(f"classes must be in [0, {num_classes})")
     report: dict = {"experiment": "inversion", "dataset": dataset, "quick": quick}
     if model is None:
         recipe = Recipe(arch="mlp", hidden=128, epochs=5, weight_decay=1e-4, seed=seed)
@@ -222,13 +237,13 @@ def inversion_experiment(out_dir: str | Path, quick: bool = False, dataset: str 
                       lambda c, r=r: invert_class_blackbox(
                           ScoreOracle(model, round_to=r), c, shape, bounds=bounds,
                           max_iter=max_iter, directions=directions, seed=seed + c)))
-    advance = tracker("model inversion", len(modes) * num_classes)
-    rows = [("class mean", means)]
+    advance = tracker("model inversion", len(modes) * len(targets))
+    rows = [("class mean", means[targets])]
     report["modes"] = {}
     for name, run in modes:
         t0 = time.perf_counter()
         per_class, images = [], []
-        for c in range(num_classes):
+        for c in targets:
             res = run(c)
             img = to_unit(dataset, res.image[None])[0]
             sim = similarity_to_mean(img, means[c])
@@ -243,14 +258,14 @@ def inversion_experiment(out_dir: str | Path, quick: bool = False, dataset: str 
         rows.append((name.replace(", ", "\n"), torch.stack(images)))
         report["modes"][name] = {
             "seconds": time.perf_counter() - t0,
-            "recognised": sum(p["recognised"] for p in per_class) / num_classes,
+            "recognised": sum(p["recognised"] for p in per_class) / len(targets),
             "mean_confidence": float(np.mean([p["confidence"] for p in per_class])),
             "mean_correlation": float(np.mean([p["correlation"] for p in per_class])),
             "closest_to_own_class": sum(p["correlation"] > p["best_other_correlation"]
-                                        for p in per_class) / num_classes,
+                                        for p in per_class) / len(targets),
             "classes": per_class,
         }
-    fig = image_grid(rows, out_dir / "inversion.png", [str(c) for c in range(num_classes)])
+    fig = image_grid(rows, out_dir / "inversion.png", [str(c) for c in targets])
     report["figure"] = fig.name
     return report
 
@@ -271,8 +286,9 @@ def gradient_experiment(out_dir: str | Path, quick: bool = False, seed: int = 0,
     """
     out_dir = Path(out_dir)
     its = 200 if quick else 1000
-    tune_its = 100 if quick else 300
-    report: dict = {"experiment": "gradient", "quick": quick, "iterations": its, "scenarios": {}}
+    restarts = 1 if quick else 2
+    report: dict = {"experiment": "gradient", "quick": quick, "iterations": its,
+                    "restarts": restarts, "model": "ConvNet(width 8), MNIST", "scenarios": {}}
     gen = torch.Generator().manual_seed(seed)
 
     # TV weight per dataset: tuned on public images (the attacker's own data).
@@ -286,7 +302,7 @@ def gradient_experiment(out_dir: str | Path, quick: bool = False, seed: int = 0,
         model = gi_model(name)
         best, scores = gi.tune_tv_weight(
             model, xp[:1], yp[:1], lambda z, n=name: to_unit(n, z), TV_CANDIDATES,
-            iterations=tune_its, restarts=1, bounds=pixel_range(name), seed=seed)
+            iterations=its, restarts=1, bounds=pixel_range(name), seed=seed)
         advance(len(TV_CANDIDATES))
         tv[name] = best
         report["tv_weight"][name] = {"chosen": best, "psnr_by_weight": {str(k): v for k, v in
@@ -316,12 +332,10 @@ def gradient_experiment(out_dir: str | Path, quick: bool = False, seed: int = 0,
         scenarios[4:4] = [dict(name="batch 16", batch=16)]
         scenarios.append(dict(name="DP noise sigma=1 (clip 1)", noise=1.0))
     advance = tracker("gradient inversion", len(scenarios))
-    offset = 0
     for sc in scenarios:
         batch, clients = sc.get("batch", 1), sc.get("clients", 1)
         n = batch * clients
-        idx = victims[offset:offset + n]
-        offset = (offset + n) % (len(victims) - 16)
+        idx = victims[:n]               # the same first images in every scenario
         xs, ys = x[idx], y[idx]
         model = trained if sc.get("model") == "trained" else untrained
         spec = sc.get("spec", gi.UpdateSpec())
@@ -337,7 +351,8 @@ def gradient_experiment(out_dir: str | Path, quick: bool = False, seed: int = 0,
                          iterations=100 if quick else 300, bounds=bounds, seed=seed)
         else:
             rec = gi.inverting_gradients(model, update, shape, labels, spec, tv_weight=tv["mnist"],
-                                         iterations=its, restarts=1, bounds=bounds, seed=seed)
+                                         iterations=its, restarts=restarts, bounds=bounds,
+                                         seed=seed)
         quality = gi.image_quality(to_unit("mnist", xs), to_unit("mnist", rec.images))
         label_acc = _label_accuracy(ys, labels)
         slug = "".join(ch if ch.isalnum() else "_" for ch in sc["name"]).strip("_")[:40]

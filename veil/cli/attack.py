@@ -162,16 +162,22 @@ def inversion(
     dataset: str = typer.Option("mnist", "--dataset", help="mnist, cifar10 or digits."),
     model: Path = typer.Option(None, "--model", help="A saved classifier (TorchScript or "
                                "torch.save(model)) for the dataset; default: train an MLP."),
+    classes: str = typer.Option(None, "--classes", help="Comma-separated classes to invert "
+                                "(default: all)."),
     seed: int = _SEED,
     threads: int = _THREADS,
 ) -> None:
     """Fredrikson model inversion of every class: white box, black box, rounded scores."""
     from veil.attacks.experiments import inversion_experiment, load_model
     _set_threads(threads)
+    try:
+        picked = tuple(int(c) for c in classes.split(",")) if classes else None
+    except ValueError:
+        raise typer.BadParameter("comma-separated integers", param_hint="--classes") from None
     net = load_model(model) if model is not None else None
     with _tracker(True) as tracker:
-        report = inversion_experiment(output, quick=quick, dataset=dataset, model=net, seed=seed,
-                                      tracker=tracker)
+        report = inversion_experiment(output, quick=quick, dataset=dataset, model=net,
+                                      classes=picked, seed=seed, tracker=tracker)
     _finish(report, output, json_out, inversion_table)
 
 

@@ -1,0 +1,53 @@
+import json
+
+from typer.testing import CliRunner
+
+from veil.bench.attacks import membership_ratios
+from veil.cli.attack import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_three_attacks():
+    out = runner.invoke(app, ["--help"]).output
+    assert all(cmd in out for cmd in ("membership", "inversion", "gradient"))
+
+
+def test_bad_arguments_are_rejected_before_any_work(tmp_path):
+    r = runner.invoke(app, ["membership", "--targets", "overfit,nope", "-o", str(tmp_path)])
+    assert r.exit_code != 0 and "targets" in r.output
+    r = runner.invoke(app, ["membership", "--shadows", "3", "-o", str(tmp_path)])
+    assert r.exit_code != 0 and "even" in r.output
+    r = runner.invoke(app, ["inversion", "--model", str(tmp_path / "missing.pt")])
+    assert r.exit_code != 0
+
+
+def test_inversion_with_a_saved_model(tmp_path):
+    import torch
+
+    from veil.attacks.targets import Recipe, load_dataset, train
+    x, y = load_dataset("digits", "train")
+    model = train(Recipe(arch="linear", epochs=10, lr=1e-2, seed=0), x, y, 10)
+    torch.save(model, tmp_path / "m.pt")
+    r = runner.invoke(app, ["inversion", "--quick", "--dataset", "digits", "--model",
+                            str(tmp_path / "m.pt"), "--classes", "1,7",
+                            "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "report.json").exists()
+    assert (tmp_path / "out" / "inversion.png").exists()
+    assert "white-box" in r.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [c["class"] for c in report["modes"]["white-box"]["classes"]] == [1, 7]
+    assert report["modes"]["white-box"]["recognised"] == 1.0
+
+
+def test_membership_ratios():
+    def attacks(lira, thr):
+        return {"attacks": {"lira": {"tpr_at_0.1%_fpr": None, "tpr_at_1%_fpr": lira},
+                            "threshold": {"tpr_at_0.1%_fpr": None, "tpr_at_1%_fpr": thr}}}
+    r = membership_ratios({"targets": {"overfit": attacks(0.5, 0.1), "dp": attacks(0.01, 0.0),
+                                       "skipped": {"skipped": "why"}}})
+    assert r["overfit"]["lira_over_threshold_tpr_at_1%_fpr"] == 5.0
+    assert r["overfit"]["lira_over_threshold_tpr_at_0.1%_fpr"] is None
+    assert r["dp"]["lira_over_threshold_tpr_at_1%_fpr"] is None
+    assert r["dp"]["lira_tpr_at_1%_fpr_vs_overfit"] == 0.02
