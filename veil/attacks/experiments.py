@@ -74,8 +74,7 @@ class MembershipTarget:
 
 def membership_targets(quick: bool = False) -> list[MembershipTarget]:
     """The reference targets (``quick``: smaller pools and models, fewer epochs)."""
-    overfit = Recipe(arch="mlp", hidden=128 if quick else 256, epochs=20 if quick else 30,
-                     batch_size=128, lr=1e-3)
+    overfit = Recipe(arch="mlp", hidden=128, epochs=20, batch_size=128, lr=1e-3)
     general = Recipe(arch="mlp", hidden=128, epochs=4 if quick else 5, batch_size=64, lr=1e-3,
                      weight_decay=5e-4)
     # DP-SGD: the overfit task with per-example clipping and noise calibrated to epsilon = 8
@@ -286,7 +285,7 @@ def gradient_experiment(out_dir: str | Path, quick: bool = False, seed: int = 0,
     """
     out_dir = Path(out_dir)
     its = 200 if quick else 1000
-    restarts = 1 if quick else 2
+    restarts = 1
     report: dict = {"experiment": "gradient", "quick": quick, "iterations": its,
                     "restarts": restarts, "model": "ConvNet(width 8), MNIST", "scenarios": {}}
     gen = torch.Generator().manual_seed(seed)
