@@ -42,15 +42,25 @@ def noise_multiplier_for(
         raise ValueError(f"target_epsilon must be a positive number, got {target_epsilon}")
     if steps < 1:
         raise ValueError("steps must be >= 1")
-    lo, hi = 0.05, 1.0
-    while epsilon_for(hi, sample_rate, steps, target_delta, accountant) > target_epsilon:
-        lo, hi = hi, hi * 2
-        if hi > 1e4:
-            raise ValueError(
-                f"no σ <= 1e4 reaches ε={target_epsilon} with q={sample_rate}, {steps} steps"
-            )
-    if epsilon_for(lo, sample_rate, steps, target_delta, accountant) <= target_epsilon:
-        return lo
+    if accountant.lower() != "rdp":
+        # Tight accountants are slow at tiny σ; RDP is an upper bound on their ε, so its σ
+        # brackets theirs from above.
+        hi = noise_multiplier_for(target_epsilon, target_delta, sample_rate, steps, "rdp",
+                                  tolerance)
+    else:
+        hi = 1.0
+        while epsilon_for(hi, sample_rate, steps, target_delta, accountant) > target_epsilon:
+            hi *= 2
+            if hi > 1e4:
+                raise ValueError(
+                    f"no σ <= 1e4 reaches ε={target_epsilon} with q={sample_rate}, {steps} steps"
+                )
+    # Walk down until ε exceeds the target (or σ is negligible), then bisect.
+    lo = hi / 2
+    while epsilon_for(lo, sample_rate, steps, target_delta, accountant) <= target_epsilon:
+        hi, lo = lo, lo / 2
+        if lo < 1e-3:
+            return hi
     while True:
         mid = math.sqrt(lo * hi)
         eps = epsilon_for(mid, sample_rate, steps, target_delta, accountant)

@@ -103,14 +103,16 @@ class DiscretePLD:
         if len(lp) == 0 or self.get_delta(0.0) <= delta:
             return 0.0
         # On (l_{i-1}, l_i]: δ(ε) = S1_i - e^ε S2_i + inf, with S the suffix sums from i.
+        # S2 = Σ p_j e^{-l_j} is kept in log space: losses can be large (small σ).
         s1 = np.cumsum(pp[::-1])[::-1]
-        s2 = np.cumsum((pp * np.exp(-lp))[::-1])[::-1]
-        d_at = np.append(s1[1:] - np.exp(lp[:-1]) * s2[1:], 0.0) + self.inf_mass
+        with np.errstate(divide="ignore"):
+            log_s2 = np.logaddexp.accumulate((np.log(pp) - lp)[::-1])[::-1]
+        d_at = np.append(s1[1:] - np.exp(lp[:-1] + log_s2[1:]), 0.0) + self.inf_mass
         idx = int(np.argmax(d_at <= delta))
         prev = float(lp[idx - 1]) if idx > 0 else 0.0
         num = s1[idx] + self.inf_mass - delta
-        eps = math.log(num / s2[idx]) if num > 0 and s2[idx] > 0 else float(lp[idx])
-        return min(float(lp[idx]), max(prev, eps))
+        eps = math.log(num) - log_s2[idx] if num > 0 and np.isfinite(log_s2[idx]) else lp[idx]
+        return min(float(lp[idx]), max(prev, float(eps)))
 
 
 def _delta_curve(eps: np.ndarray, sigma: float, q: float, direction: str) -> np.ndarray:
