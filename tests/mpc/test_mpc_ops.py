@@ -265,3 +265,13 @@ def test_from_share_and_open_masked():
 
     r, plain = run_both(job)
     assert torch.equal(r, x) and torch.equal(plain, ring.encode(x))
+
+
+def test_public_constant_and_zeros():
+    def job(party):
+        c = party.constant(torch.tensor([1.5, -2.0]))
+        z = party.zeros((2,))
+        return (c + z).reveal(), party.stats()["rounds"]
+
+    r, rounds = run_both(job)
+    assert torch.equal(r, torch.tensor([1.5, -2.0])) and rounds == 1

@@ -167,3 +167,13 @@ def test_multi_host_api_with_explicit_ranks_and_addresses():
     assert torch.equal(results[0][0], torch.arange(4) * 2.0)
     assert torch.equal(results[1][0], results[0][0])
     assert results[2]["items"] == 1
+
+
+def test_private_inputs_reach_only_their_party():
+    def job(party, mine, scale):
+        return mine * scale
+
+    r0, r1 = veil.run(job, inputs=(torch.ones(2), torch.zeros(3)), args=(2,))
+    assert torch.equal(r0, 2 * torch.ones(2)) and torch.equal(r1, torch.zeros(3))
+    with pytest.raises(ValueError, match="one input for each"):
+        veil.run(job, inputs={0: 1})

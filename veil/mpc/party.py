@@ -225,6 +225,17 @@ class Party:
             dtype = torch.int64 if f == 0 else torch.get_default_dtype()
         return SecretTensor(share.to(self.device), self, f, dtype)
 
+    def constant(self, value: torch.Tensor | float | Sequence, frac_bits: int | None = None,
+                 dtype: torch.dtype | None = None) -> SecretTensor:
+        """A *public* value as a SecretTensor (party 0 holds it, party 1 holds zeros).
+
+        Both parties must pass the same value; no communication.
+        """
+        f = self.frac_bits if frac_bits is None else ring.check_frac_bits(frac_bits)
+        enc = ring.encode(value, f, device=self.device)
+        share = enc if self.rank == 0 else torch.zeros_like(enc)
+        return self.from_share(share, f, dtype)
+
     def zeros(self, shape: Sequence[int], frac_bits: int | None = None) -> SecretTensor:
         """A sharing of zeros (both shares zero: a public constant)."""
         return self.from_share(torch.zeros(tuple(shape), dtype=torch.int64, device=self.device),

@@ -200,9 +200,6 @@ def _child(rank: int, conn, job: Job | None, args: tuple, kwargs: dict, options:
     from veil.comm.tcp import listen
 
     try:
-        # One torch thread by default: a forked child must not enter the OpenMP pool it
-        # inherited from the parent (libgomp is not fork-safe; torch's DataLoader workers do
-        # the same).
         torch.set_num_threads(options.get("threads") or 1)
         listener = listen(("127.0.0.1", 0)) if rank < DEALER else None
         conn.send(("port", listener.getsockname()[1] if listener else 0))
@@ -228,17 +225,29 @@ def _child(rank: int, conn, job: Job | None, args: tuple, kwargs: dict, options:
 _GRACE_S = 5.0
 
 
-def _default_start_method(threads: int | None) -> str:
-    if ("fork" in mp.get_all_start_methods() and not torch.cuda.is_initialized()
-            and (threads or 1) == 1):
-        return "fork"
+def _default_start_method() -> str:
+    # "fork" is fast but unsafe once this process has used OpenMP/BLAS thread pools: a forked
+    # child that enters one spins forever (libgomp is not fork-safe). A fork server is a clean
+    # process started once, which then forks the participants quickly.
+    if "forkserver" in mp.get_all_start_methods():
+        return "forkserver"
     return "spawn"
+
+
+def _context(start_method: str | None):
+    method = start_method or _default_start_method()
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        # Preloading also hands this process's sys.path to the server (so jobs defined in
+        # scripts and test modules can be unpickled there).
+        ctx.set_forkserver_preload(["veil.mpc.runtime"])
+    return ctx
 
 
 def _run_tcp_launcher(job: Job, args: dict[int, tuple], kwargs: dict, options: dict,
                       timeout: float,
                       start_method: str | None) -> list:
-    ctx = mp.get_context(start_method or _default_start_method(options.get("threads")))
+    ctx = _context(start_method)
     session = os.urandom(16)
     options = dict(options, modules=registered_modules())
     pipes, procs = [], []
@@ -384,13 +393,13 @@ def run(
     session:
         A token shared by the three participants of a multi-machine run.
     start_method:
-        Multiprocessing start method of the TCP launcher. Default: ``"fork"`` on
-        platforms that have it while CUDA is not initialised (fast start-up, and the
-        job may be a closure, like torch's DataLoader workers), else ``"spawn"``
-        (the job must then be a picklable module-level function).
+        Multiprocessing start method of the TCP launcher. Default ``"forkserver"``
+        (a clean server process started once per session, then fast forks), else
+        ``"spawn"``; the job and its arguments must then be picklable (a module-level
+        function). ``"fork"`` starts fastest and accepts closures, but hangs if this
+        process already used multi-threaded BLAS/OpenMP (libgomp is not fork-safe).
     threads:
-        torch threads per launched process (TCP launcher; default 1). More than one
-        thread makes the launcher use ``spawn``.
+        torch threads per launched process (TCP launcher; default 1).
     dealer_timeout:
         How long the dealer waits between requests (default ``max(600, 10 * timeout)``):
         parties may compute for a long time between requests.
