@@ -51,3 +51,27 @@ def test_membership_ratios():
     assert r["overfit"]["lira_over_threshold_tpr_at_0.1%_fpr"] is None
     assert r["dp"]["lira_over_threshold_tpr_at_1%_fpr"] is None
     assert r["dp"]["lira_tpr_at_1%_fpr_vs_overfit"] == 0.02
+
+
+def test_membership_of_a_saved_model(tmp_path):
+    import numpy as np
+    import torch
+
+    from veil.attacks.targets import Recipe, load_dataset, train
+    x, y = load_dataset("digits", "train", limit=300)
+    members = np.zeros(300, bool)
+    members[::2] = True
+    model = train(Recipe(arch="mlp", hidden=64, epochs=40, lr=3e-3, seed=0), x[members],
+                  y[members], 10)
+    torch.save(model, tmp_path / "m.pt")
+    np.save(tmp_path / "members.npy", members)
+    r = runner.invoke(app, ["membership", "--model", str(tmp_path / "m.pt"), "--members",
+                            str(tmp_path / "members.npy"), "--dataset", "digits", "--recipe",
+                            "generalised", "--shadows", "4", "--json", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(report["attacks"]) >= {"threshold", "shadow", "lira"}
+    assert report["attacks"]["lira"]["tpr_at_0.1%_fpr"] is None    # 150 non-members
+    assert report["attacks"]["threshold"]["auc"] > 0.5
+    r = runner.invoke(app, ["membership", "--model", str(tmp_path / "m.pt")])
+    assert r.exit_code != 0

@@ -132,19 +132,57 @@ def membership_experiment(out_dir: str | Path, quick: bool = False, num_shadows:
     return report
 
 
+def membership_of_model(model: torch.nn.Module, members: np.ndarray, out_dir: str | Path,
+                        dataset: str = "cifar10", recipe: str = "overfit",
+                        num_shadows: int = 16, seed: int = 0,
+                        tracker: Tracker = _no_progress) -> dict:
+    """Attack a user's trained classifier whose training set is known.
+
+    Parameters
+    ----------
+    model: the target (only its scores are used).
+    members: booleans over the first ``len(members)`` training examples of ``dataset``
+        (the pool): which ones the model trained on.
+    recipe: the reference recipe (``overfit``, ``generalised`` or ``dp``) the shadow
+        models use to imitate the target; choose the closest to how it was trained.
+    """
+    members = np.asarray(members)
+    if members.dtype != bool or members.ndim != 1:
+        raise ValueError("members must be a 1-D boolean mask over the pool")
+    if members.all() or not members.any():
+        raise ValueError("the pool needs both members and non-members")
+    by_name = {t.name: t for t in membership_targets()}
+    if recipe not in by_name:
+        raise ValueError(f"recipe must be one of {sorted(by_name)}")
+    t = replace(by_name[recipe], name="model", dataset=dataset, pool=len(members),
+                description=f"user model, shadows with the {recipe} recipe")
+    augment = {"cifar10": (identity, hflip), "mnist": (identity, shift(1, 0), shift(-1, 0))}
+    t = replace(t, augmentations=augment.get(dataset, (identity,)))
+    report = {"experiment": "membership", "num_shadows": num_shadows, "targets": {
+        "model": _membership_target(t, Path(out_dir), num_shadows, seed, tracker,
+                                    target=model, members=members)}}
+    report["attacks"] = report["targets"]["model"]["attacks"]
+    return report
+
+
 def _membership_target(t: MembershipTarget, out_dir: Path, shadows: int, seed: int,
-                       tracker: Tracker) -> dict:
+                       tracker: Tracker, target: torch.nn.Module | None = None,
+                       members: np.ndarray | None = None) -> dict:
     if t.dp_epsilon is not None:
         from veil.attacks._dp import calibrate
         t = replace(t, recipe=calibrate(t.recipe, t.pool // 2, t.dp_epsilon, delta=1e-5))
     x, y = load_dataset(t.dataset, "train", limit=t.pool)
+    if len(x) < t.pool:
+        raise ValueError(f"{t.dataset} has only {len(x)} training examples, not {t.pool}")
     xt, yt = load_dataset(t.dataset, "test", limit=2000)
-    rng = np.random.default_rng(seed)
-    members = np.zeros(len(x), dtype=bool)
-    members[rng.permutation(len(x))[: len(x) // 2]] = True
+    if members is None:
+        rng = np.random.default_rng(seed)
+        members = np.zeros(len(x), dtype=bool)
+        members[rng.permutation(len(x))[: len(x) // 2]] = True
     fit = train_fn(t.recipe, x, y, num_classes=10, seed=seed + 1)
     t0 = time.perf_counter()
-    target = fit(np.flatnonzero(members))
+    if target is None:
+        target = fit(np.flatnonzero(members))
     train_seconds = time.perf_counter() - t0
     advance = tracker(f"{t.name}: {shadows} shadow models", shadows)
     rep = run_attacks(ScoreOracle(target), x, y, members, fit, num_shadows=shadows,
@@ -393,5 +431,5 @@ def _label_accuracy(true: torch.Tensor, guessed: torch.Tensor) -> float:
 
 
 __all__ = ["MembershipTarget", "Tracker", "dp_available", "gradient_experiment",
-           "inversion_experiment", "load_model", "membership_experiment", "membership_targets",
-           "replace"]
+           "inversion_experiment", "load_model", "membership_experiment", "membership_of_model",
+           "membership_targets"]

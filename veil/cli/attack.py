@@ -136,12 +136,29 @@ def membership(
                                 "(default 16, --quick 8); even."),
     targets: str = typer.Option("overfit,generalised,dp", "--targets",
                                 help="Comma-separated: overfit, generalised, dp."),
+    model: Path = typer.Option(None, "--model", help="Attack this saved classifier instead "
+                               "(torch.save(model) / .pt2 / TorchScript); needs --members."),
+    members: Path = typer.Option(None, "--members", help="With --model: a .npy boolean mask "
+                                 "over the first N training examples of --dataset (the pool)."),
+    dataset: str = typer.Option("cifar10", "--dataset", help="With --model: mnist or cifar10."),
+    recipe: str = typer.Option("overfit", "--recipe", help="With --model: the reference recipe "
+                               "the shadow models use (overfit, generalised, dp)."),
     seed: int = _SEED,
     threads: int = _THREADS,
 ) -> None:
-    """Threshold, shadow-model (Shokri) and LiRA attacks on reference targets."""
-    from veil.attacks.experiments import membership_experiment
+    """Threshold, shadow-model (Shokri) and LiRA attacks on reference targets or your model."""
+    from veil.attacks.experiments import load_model, membership_experiment, membership_of_model
     _set_threads(threads)
+    if (model is None) != (members is None):
+        raise typer.BadParameter("--model and --members go together", param_hint="--members")
+    if model is not None:
+        import numpy as np
+        net, mask = load_model(model), np.load(members)
+        with _tracker(True) as tracker:
+            report = membership_of_model(net, mask, output, dataset=dataset, recipe=recipe,
+                                         num_shadows=shadows or 16, seed=seed, tracker=tracker)
+        _finish(report, output, json_out, membership_table)
+        return
     names = tuple(s.strip() for s in targets.split(",") if s.strip())
     known = {"overfit", "generalised", "dp"}
     if not names or set(names) - known:
