@@ -25,6 +25,7 @@ tensor(True)
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import tempfile
@@ -76,15 +77,63 @@ def _chunks(plan: list) -> list[tuple[bool, list]]:
     return out
 
 
+def estimate_material_bytes(plan: list) -> int:
+    """Rough bytes of dealer material one party holds for ``plan`` (to bound memory)."""
+    from veil.fss.gates import sign_key_bits
+
+    total = 0
+    for kind, params in plan:
+        if kind == "fss_sign":
+            bits = sign_key_bits(extra=int(params.get("extra", 0)),
+                                 relu=bool(params.get("relu", False)),
+                                 method=params.get("method", "exact"))
+            total += int(params["count"]) * (bits // 8 + 8 * (2 + int(params.get("extra", 0))))
+        elif kind == "fss_eq":
+            total += int(params["count"]) * 1200
+        else:  # triples: about the size of the largest operand or output, in int64
+            sizes = [math.prod(params[k]) for k in ("shape_x", "shape_y") if k in params]
+            total += 8 * 2 * max(sizes or [0])
+    return total
+
+
+class _KindMeter:
+    """Wraps ``party.material`` to sort streamed dealer bytes into FSS keys and the rest."""
+
+    def __init__(self, party) -> None:
+        self.party = party
+        self.key_bytes = 0
+        self._material = party.material
+        party.material = self
+
+    def __call__(self, kind: str, **params):
+        before = self.party.stats()["offline_bytes_received"]
+        m = self._material(kind, **params)
+        if kind not in _FSS_FREE_KINDS:
+            self.key_bytes += self.party.stats()["offline_bytes_received"] - before
+        return m
+
+
+def _prefetch(party, plan: list) -> int:
+    """Fetch the whole plan now (in runs of FSS / non-FSS items); returns FSS key bytes."""
+    keys = 0
+    for fss, items in _chunks(plan):
+        before = party.stats()["offline_bytes_received"]
+        party.prefetch(items)
+        if fss:
+            keys += party.stats()["offline_bytes_received"] - before
+    return keys
+
+
 def _service_job(party, public: SecureGraph, weights_src: Any, inputs_src: Any,
                  batch_sizes: Sequence[int], plans: Sequence[list], reveal_to: int | None,
-                 progress: Any = None) -> dict:
+                 progress: Any = None, prefetch: Sequence[bool] = ()) -> dict:
     """SPMD program of both computing parties (see :func:`serve`)."""
     rank = party.rank
     graph = public
     if rank == MODEL_OWNER:
         graph = public.with_weights(_load_private(weights_src))
     inputs = _load_private(inputs_src) if rank == DATA_OWNER else None
+    meter = _KindMeter(party)
 
     s0, t0 = party.stats(), time.perf_counter()
     shared = share_weights(party, graph, owner=MODEL_OWNER)
@@ -92,26 +141,29 @@ def _service_job(party, public: SecureGraph, weights_src: Any, inputs_src: Any,
     out: dict[str, Any] = {"setup_s": t1 - t0, "setup_bytes": _delta(s0, s1, "bytes_sent"),
                            "setup_rounds": _delta(s0, s1, "rounds"), "batches": []}
     for i, batch in enumerate(batch_sizes):
-        rec: dict[str, Any] = {"offline_bytes": 0, "key_bytes": 0}
         party.barrier()  # time the dealer, not the peer's lag
-        ta = time.perf_counter()
-        for fss, items in _chunks(list(plans[i])):
-            before = party.stats()["offline_bytes_received"]
-            party.prefetch(items)
-            got = party.stats()["offline_bytes_received"] - before
-            rec["offline_bytes"] += got
-            rec["key_bytes"] += got if fss else 0
-        rec["offline_s"] = time.perf_counter() - ta
+        sa = party.stats()
+        keys0 = meter.key_bytes
+        prefetched = _prefetch(party, list(plans[i])) if prefetch[i] else 0
         party.barrier()  # both parties start the online phase together
-        sa, tb = party.stats(), time.perf_counter()
+        sb = party.stats()
         x = party.share(inputs[i] if rank == DATA_OWNER else None, owner=DATA_OWNER,
                         shape=(batch, *graph.input_shape))
         cb = _progress_callback(progress, i, len(batch_sizes)) if rank == DATA_OWNER else None
         y = secure_forward(party, shared, x, cb).reveal(to=reveal_to)
-        sb = party.stats()
-        rec.update(online_s=time.perf_counter() - tb, online_bytes=_delta(sa, sb, "bytes_sent"),
-                   online_rounds=_delta(sa, sb, "rounds"), output=y)
-        out["batches"].append(rec)
+        sc = party.stats()
+        out["batches"].append({
+            "prefetched": bool(prefetch[i]),
+            # streamed material (when not prefetched) is fetched during the online phase;
+            # the party's clock counts that time as offline, not online
+            "offline_s": _delta(sa, sc, "offline_s"),
+            "offline_bytes": _delta(sa, sc, "offline_bytes_received"),
+            "key_bytes": prefetched + meter.key_bytes - keys0,
+            "online_s": _delta(sb, sc, "online_s"),
+            "online_bytes": _delta(sb, sc, "bytes_sent"),
+            "online_rounds": _delta(sb, sc, "rounds"),
+            "output": y,
+        })
     return out
 
 
@@ -154,6 +206,11 @@ def _record_plan(graph: SecureGraph, batch: int) -> list:
 _PLAN_CACHE: dict[tuple, list] = {}
 
 
+def prefetch_limit_bytes() -> int:
+    """Most dealer material (bytes per party) that ``offline="auto"`` fetches up front."""
+    return int(float(os.environ.get("VEIL_PREFETCH_LIMIT_MB", "1024")) * 2**20)
+
+
 def plan_for(graph: SecureGraph, batch: int) -> list:
     """The dealer requests of one batch (cached per graph and batch size)."""
     key = (graph.signature(), batch)
@@ -174,6 +231,7 @@ def serve(
     timeout: float = 300.0,
     threads: int | None = None,
     progress: Progress | None = None,
+    offline: str = "auto",
 ) -> tuple[list[torch.Tensor | None], list[InferenceReport]]:
     """Inference as a service: share the model once, answer every batch privately.
 
@@ -188,6 +246,13 @@ def serve(
     timeout: seconds a party waits for a message before failing.
     threads: torch threads per process (tcp).
     progress: ``progress(done, total)`` over all layers of all batches.
+    offline: ``"prefetch"``: fetch all of a batch's dealer material before its online
+        phase (clean separation; memory grows with the model and batch: FSS keys are about
+        2 KB per comparison and party); ``"stream"``: fetch it item by item during the
+        online phase (bounded memory; each party's clock still books the time spent
+        obtaining material as offline, which then includes waiting for the dealer);
+        ``"auto"`` (default): prefetch when the estimate is below
+        ``$VEIL_PREFETCH_LIMIT_MB`` (default 1024 MB per party).
 
     Returns
     -------
@@ -214,25 +279,32 @@ def serve(
         graph.check_input(x)
     sizes = [int(x.shape[0]) for x in batches]
     plans = [plan_for(graph, b) for b in sizes]
+    if offline not in ("auto", "prefetch", "stream"):
+        raise ValueError(f"offline must be 'auto', 'prefetch' or 'stream', got {offline!r}")
+    fetch = [offline == "prefetch" or (offline == "auto" and
+                                       estimate_material_bytes(p) <= prefetch_limit_bytes())
+             for p in plans]
     inputs = [x.detach().double().cpu() for x in batches]
     public = graph.public()
     if transport == "local":
         results = _run_local(public, graph.state(), inputs, sizes, plans, reveal_to, timeout,
-                             progress)
+                             progress, fetch)
     else:
         results = _run_tcp(public, graph.state(), inputs, sizes, plans, reveal_to, timeout,
-                           threads, progress)
+                           threads, progress, fetch)
     return _collect(results, sizes, transport, reveal_to)
 
 
-def _run_local(public, state, inputs, sizes, plans, reveal_to, timeout, progress) -> list:
+def _run_local(public, state, inputs, sizes, plans, reveal_to, timeout, progress,
+               fetch) -> list:
     from veil.mpc.runtime import run
 
     return run(_service_job, transport="local", timeout=timeout,
-               args=(public, state, inputs, sizes, plans, reveal_to, progress))
+               args=(public, state, inputs, sizes, plans, reveal_to, progress, fetch))
 
 
-def _run_tcp(public, state, inputs, sizes, plans, reveal_to, timeout, threads, progress) -> list:
+def _run_tcp(public, state, inputs, sizes, plans, reveal_to, timeout, threads, progress,
+             fetch) -> list:
     import multiprocessing as mp
 
     from veil.mpc.runtime import run
@@ -265,7 +337,7 @@ def _run_tcp(public, state, inputs, sizes, plans, reveal_to, timeout, threads, p
             return run(_service_job, transport="tcp", timeout=timeout, threads=threads,
                        start_method="spawn",
                        args=(public, str(weights_file), str(inputs_file), sizes, plans,
-                             reveal_to, q))
+                             reveal_to, q, fetch))
         finally:
             stop.set()
             if manager is not None:
@@ -291,6 +363,7 @@ def _collect(results: list, sizes: list[int], transport: str, reveal_to: int | N
             online_s=max(b0["online_s"], b1["online_s"]),
             online_bytes=int(b0["online_bytes"] + b1["online_bytes"]),
             online_rounds=int(max(b0["online_rounds"], b1["online_rounds"])),
+            extra={"offline_mode": "prefetch" if b0["prefetched"] else "stream"},
         ))
     return outputs, reports
 
@@ -305,6 +378,7 @@ def secure_inference(
     timeout: float = 300.0,
     threads: int | None = None,
     progress: Progress | None = None,
+    offline: str = "auto",
 ) -> tuple[torch.Tensor, InferenceReport]:
     """Run ``model`` on the batch ``x`` with two-party computation; return output and cost.
 
@@ -336,5 +410,6 @@ def secure_inference(
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     outputs, reports = serve(model, [x], transport, argmax=argmax, reveal_to=reveal_to,
-                             timeout=timeout, threads=threads, progress=progress)
+                             timeout=timeout, threads=threads, progress=progress,
+                             offline=offline)
     return outputs[0], reports[0]
