@@ -5,9 +5,11 @@ measures, per operation: online time (median over repetitions, both parties
 synchronised by a barrier before each one), offline time (dealer generation,
 transfer and seed expansion, fetched before the online phase), rounds and
 bytes counted at the transport, next to plaintext torch timed in the same run.
-CrypTen 0.4.1's figure for the 256x256 matmul (measured earlier on our machines
-by the project, not re-run here: it needs an old torch) is shown as a reference
-row with ratios.
+CrypTen 0.4.1 runs the same operations in the same run when it is importable
+(``$VEIL_CRYPTEN_PATH`` may point at a ``pip install --target`` directory; two
+processes over gloo on localhost, one thread each), and the ratios are taken
+against it; otherwise the project's earlier CrypTen figure for the 256x256
+matmul (DESIGN.md) is shown as a labelled reference.
 
 Run: ``veil bench mpc [--json] [--output F] [--quick]`` or ``python bench/mpc.py``.
 """
@@ -18,6 +20,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,63 @@ import torch
 CRYPTEN_MATMUL_256 = {"online_ms": 11.0, "rounds": 1, "bytes_total": 2.1e6}
 
 DEFAULT_OUTPUT = Path("bench/results/mpc.json")
+
+_CRYPTEN_WORKER = r"""
+import json, statistics, sys, time, types
+import torch
+# CrypTen 0.4.1 imports a torch.onnx module that torch 2.x removed; only its ONNX converter
+# uses it, which is not called here.
+shim = types.ModuleType("torch.onnx._internal.registration"); shim.registry = None
+sys.modules.setdefault("torch.onnx._internal.registration", shim)
+import crypten, crypten.mpc as mpc, crypten.communicator as comm
+crypten.cfg.communicator.verbose = True
+cases, reps, outdir = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+
+@mpc.run_multiprocess(world_size=2)
+def job():
+    torch.set_num_threads(1)
+    out = []
+    for case in cases:
+        g = torch.Generator().manual_seed(1)
+        a = crypten.cryptensor(torch.randn(case["shape_x"], generator=g), src=0)
+        b = crypten.cryptensor(torch.randn(case["shape_y"], generator=g), src=1)
+        ts = []
+        for _ in range(reps + 1):
+            comm.get().reset_communication_stats()
+            t = time.perf_counter()
+            c = a.matmul(b) if case["op"] == "matmul" else a * b
+            ts.append(time.perf_counter() - t)
+            st = comm.get().get_communication_stats()
+        out.append({"online_s": statistics.median(ts[1:]), "rounds": st["rounds"],
+                    "bytes": st["bytes"]})
+    rank = comm.get().get_rank()
+    with open(f"{outdir}/rank{rank}.json", "w") as f:
+        json.dump({"rank": rank, "cases": out}, f)
+
+job()
+"""
+
+
+def crypten_peer(cases: list[dict], reps: int, timeout: float = 900) -> list[dict] | None:
+    """CrypTen 0.4.1 on the same cases (2 processes, gloo, 1 thread each), or ``None``."""
+    env = dict(os.environ)
+    extra = env.get("VEIL_CRYPTEN_PATH")
+    if extra:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            proc = subprocess.run([sys.executable, "-c", _CRYPTEN_WORKER, json.dumps(cases),
+                                   str(reps), tmp], env=env, capture_output=True, text=True,
+                                  timeout=timeout)
+            rows = [json.loads((Path(tmp) / f"rank{r}.json").read_text()) for r in (0, 1)]
+        except (subprocess.TimeoutExpired, OSError, ValueError):
+            return None
+    if proc.returncode != 0:
+        return None
+    return [{"online_ms": 1e3 * max(r["cases"][i]["online_s"] for r in rows),
+             "rounds": max(r["cases"][i]["rounds"] for r in rows),
+             "bytes_per_party": max(r["cases"][i]["bytes"] for r in rows),
+             "measured": True} for i in range(len(cases))]
 
 
 def _cases(quick: bool) -> list[dict[str, Any]]:
@@ -115,6 +177,7 @@ def run_benchmark(quick: bool = False, transports: tuple[str, ...] = ("local", "
         torch.set_num_threads(threads)
     # Warm-up: first-call costs (thread pools, allocators) are not what we measure.
     veil.run(bench_job, args=(_cases(True)[:1], 1), timeout=300)
+    peer = crypten_peer(cases, reps)
     rows = []
     for transport in transports:
         opts = {"threads": 1} if transport == "tcp" else {}
@@ -140,25 +203,35 @@ def run_benchmark(quick: bool = False, transports: tuple[str, ...] = ("local", "
                 "max_abs_error": max(m0["max_abs_error"], m1["max_abs_error"]),
                 "run_wall_s": wall,
             }
-            if case["op"] == "matmul" and case["shape_x"] == [256, 256]:
-                row["crypten_online_ms"] = CRYPTEN_MATMUL_256["online_ms"]
-                row["crypten_bytes_total"] = CRYPTEN_MATMUL_256["bytes_total"]
-                row["online_ratio_vs_crypten"] = online_ms / CRYPTEN_MATMUL_256["online_ms"]
-                row["bytes_ratio_vs_crypten"] = row["bytes_total"] / \
-                    CRYPTEN_MATMUL_256["bytes_total"]
+            ref = None
+            if peer is not None:
+                ref = peer[cases.index(case)]
+            elif case["op"] == "matmul" and case["shape_x"] == [256, 256]:
+                ref = {"online_ms": CRYPTEN_MATMUL_256["online_ms"], "rounds": 1,
+                       "bytes_per_party": CRYPTEN_MATMUL_256["bytes_total"], "measured": False}
+            if ref is not None:
+                # CrypTen's counter per party; ours per party counts sent + received.
+                ours = (m0["bytes_sent"] + m1["bytes_sent"])
+                row["crypten"] = ref
+                row["online_ratio_vs_crypten"] = online_ms / ref["online_ms"]
+                row["bytes_ratio_vs_crypten"] = ours / ref["bytes_per_party"]
             rows.append(row)
     return {
+        "crypten_measured_in_this_run": peer is not None,
         "benchmark": "mpc",
         "quick": quick,
         "repetitions": reps,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "threads_per_party": 1 if "tcp" in transports
-                    else threads},
+                    "torch": torch.__version__,
+                    "threads": {"local": f"{threads} shared by the three threads",
+                                "tcp": "1 per process", "crypten": "1 per process"}},
         "notes": ("online: median over repetitions of the slower party, both parties "
                   "synchronised before each op; offline: dealer generation + transfer + seed "
                   "expansion per op; bytes counted at the transport (frames + 8-byte prefix). "
-                  "CrypTen 0.4.1 figures are the project's earlier measurement on the same "
-                  "kind of machine (DESIGN.md), not re-run."),
+                  "CrypTen 0.4.1 is run in the same process tree when importable "
+                  "(crypten_measured_in_this_run), else its earlier figure from DESIGN.md is "
+                  "used; CrypTen counts bytes per party, compared with our per-party sent + "
+                  "received bytes."),
         "results": rows,
     }
 
@@ -181,8 +254,16 @@ def _print_table(results: dict[str, Any]) -> None:
                       f"{r['bytes_total'] / 1e6:.2f}", f"{r['offline_bytes_total'] / 1e6:.2f}",
                       f"{r['plaintext_ms']:.3f}", f"{r['slowdown_vs_plaintext']:.0f}", vs,
                       f"{r['max_abs_error']:.1e}")
-    table.add_row("CrypTen 0.4.1 matmul 256x256 (ref.)", "tcp", "11", "-", "1", "2.10",
-                  "-", "-", "-", "1.00 / 1.00", "-")
+    seen = set()
+    for r in results["results"]:
+        ref = r.get("crypten")
+        if ref is None or r["case"] in seen:
+            continue
+        seen.add(r["case"])
+        label = "CrypTen 0.4.1, this run" if ref["measured"] else "CrypTen 0.4.1 (DESIGN.md)"
+        table.add_row(f"{r['case']}: {label}", "gloo", f"{ref['online_ms']:.2f}", "-",
+                      f"{ref['rounds']:g}", f"{ref['bytes_per_party'] / 1e6:.2f}", "-",
+                      "-", "-", "1.00 / 1.00", "-")
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
