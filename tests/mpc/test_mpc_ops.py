@@ -275,3 +275,20 @@ def test_public_constant_and_zeros():
 
     r, rounds = run_both(job)
     assert torch.equal(r, torch.tensor([1.5, -2.0])) and rounds == 1
+
+
+def test_integer_sharing_refuses_fractional_public_values():
+    def job(party):
+        a = party.share(torch.tensor([3, 4]) if party.rank == 0 else None, owner=0, shape=(2,),
+                        frac_bits=0)
+        errors = 0
+        for fn in (lambda: a * 0.5, lambda: a + 0.25, lambda: a.mean(), lambda: a / 3):
+            try:
+                fn()
+            except ValueError:
+                errors += 1
+        return errors, (a * 2.0 + 1).reveal(), (a / 1).reveal()
+
+    errors, b, c = run_both(job)
+    assert errors == 4
+    assert torch.equal(b, torch.tensor([7, 9])) and torch.equal(c, torch.tensor([3, 4]))

@@ -161,7 +161,13 @@ class SecretTensor:
         return None
 
     def _encode(self, other: Public, frac_bits: int) -> torch.Tensor:
-        return ring.encode(self._public_tensor(other), frac_bits, device=self.device)
+        t = self._public_tensor(other)
+        if frac_bits == 0 and t.is_floating_point() and t.numel():
+            finite = torch.isfinite(t)
+            if bool(finite.all()) and not bool((t == torch.round(t)).all()):
+                raise ValueError("an integer sharing (frac_bits=0) cannot be combined with "
+                                 "non-integer public values; share it in fixed point instead")
+        return ring.encode(t, frac_bits, device=self.device)
 
     def _aligned(self, other: SecretTensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         # Bring two sharings to the same precision by an exact left shift.
