@@ -1,16 +1,16 @@
 """Batched FSS tree keys (DPF and DCF), their exact sizes and bit-packed format.
 
 A :class:`TreeKey` holds one party's keys for ``N`` independent point or
-comparison functions, field by field as numpy arrays laid out level-major (so
-that evaluating level ``i`` of all ``N`` keys touches contiguous memory):
+comparison functions, field by field as numpy arrays, key-major (row ``k`` is
+key ``k``, as in the packed format, so packing is a few sequential copies):
 
 =========  ===================  =============================================
 field      shape, dtype         meaning
 =========  ===================  =============================================
 seed       (N, 2) uint64        root seed s^(0) (λ = 128 bits)
-scw        (n, N, 2) uint64     seed correction word per level
-vcw        (n, N, m) uint64     value correction word per level (DCF only)
-tl, tr     (n, N) uint8         control-bit correction words per level
+scw        (N, n, 2) uint64     seed correction word per level
+vcw        (N, n, m) uint64     value correction word per level (DCF only)
+tl, tr     (N, n) uint8         control-bit correction words per level
 cw_last    (N, m) uint64        final output correction word
 =========  ===================  =============================================
 
@@ -140,12 +140,12 @@ class TreeKey:
         then the ``2n`` control-bit corrections.
         """
         num = self.count
-        seeds = np.concatenate([self.seed[:, None, :], self.scw.transpose(1, 0, 2)], axis=1)
+        seeds = np.concatenate([self.seed[:, None, :], self.scw], axis=1)
         parts = [seeds.reshape(num, -1).view(np.uint8)]
         vals = self.cw_last
         if self.kind == "dcf":
-            vals = np.concatenate([self.vcw.transpose(1, 0, 2).reshape(num, -1), vals], axis=1)
-        tbits = np.concatenate([self.tl.T, self.tr.T], axis=1).astype(np.uint8)
+            vals = np.concatenate([self.vcw.reshape(num, -1), vals], axis=1)
+        tbits = np.concatenate([self.tl, self.tr], axis=1)
         if self.ell % 8 == 0:
             byte_vals = np.ascontiguousarray(vals).view(np.uint8).reshape(num, vals.shape[1], 8)
             parts.append(byte_vals[:, :, : self.ell // 8].reshape(num, -1))
@@ -185,11 +185,10 @@ class TreeKey:
             vals = _bits_field(bits[:, : nvals * ell], nvals, ell)
             tbits = bits[:, nvals * ell : nvals * ell + 2 * n]
         if kind == "dcf":
-            vcw = vals[:, : n * width].reshape(num, n, width).transpose(1, 0, 2)
-            vcw = np.ascontiguousarray(vcw)
+            vcw = np.ascontiguousarray(vals[:, : n * width].reshape(num, n, width))
             cw_last = np.ascontiguousarray(vals[:, n * width :])
         else:
-            vcw = np.zeros((n, num, 0), dtype=np.uint64)
+            vcw = np.zeros((num, n, 0), dtype=np.uint64)
             cw_last = np.ascontiguousarray(vals)
         return cls(
             kind=kind,
@@ -198,9 +197,9 @@ class TreeKey:
             ell=ell,
             width=width,
             seed=np.ascontiguousarray(seeds[:, 0]),
-            scw=np.ascontiguousarray(seeds[:, 1:].transpose(1, 0, 2)),
+            scw=np.ascontiguousarray(seeds[:, 1:]),
             vcw=vcw,
-            tl=np.ascontiguousarray(tbits[:, :n].T),
-            tr=np.ascontiguousarray(tbits[:, n:].T),
+            tl=np.ascontiguousarray(tbits[:, :n]),
+            tr=np.ascontiguousarray(tbits[:, n:]),
             cw_last=cw_last,
         )
