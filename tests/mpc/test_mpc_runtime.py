@@ -177,3 +177,27 @@ def test_private_inputs_reach_only_their_party():
     assert torch.equal(r0, 2 * torch.ones(2)) and torch.equal(r1, torch.zeros(3))
     with pytest.raises(ValueError, match="one input for each"):
         veil.run(job, inputs={0: 1})
+
+
+def test_command_line_entry_point_runs_dealer_and_parties():
+    from veil.mpc.runtime import _main
+
+    p0, p1 = _free_ports(2)
+    addrs = f"127.0.0.1:{p0},127.0.0.1:{p1},127.0.0.1:0"
+    results = {}
+    argvs = {0: ["party", "--rank", "0", "--job", "test_mpc_runtime:_mul_job"],
+             1: ["party", "--rank", "1", "--job", "test_mpc_runtime:_mul_job"],
+             2: ["dealer"]}
+
+    def start(rank):
+        results[rank] = _main(argvs[rank] + ["--addresses", addrs, "--timeout", "20"])
+
+    threads = [threading.Thread(target=start, args=(r,)) for r in (0, 1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert torch.equal(results[0][0], torch.arange(4) * 2.0)
+    assert results[2]["items"] == 1
+    with pytest.raises(SystemExit):
+        _main(["party", "--addresses", addrs])

@@ -10,8 +10,9 @@ Three ways to run the same job:
   parties' results. The job must be picklable (a module-level function).
 - ``transport="tcp", rank=r, addresses=[a0, a1, a2]``: this process *is*
   participant ``r`` (2 is the dealer) of a run spread over machines; start the
-  same program on each machine with its rank. Or run a dealer alone with
-  ``python -m veil.mpc.runtime dealer --addresses h0:p0,h1:p1,h2:p2``.
+  same program on each machine with its rank. Or use the entry point:
+  ``python -m veil.mpc.runtime dealer --addresses h0:p0,h1:p1,h2:p2`` and
+  ``python -m veil.mpc.runtime party --rank 0 --job pkg.mod:job --addresses ...``.
 
 A party that fails closes its connections with the reason, so the others fail
 at once with a clear :class:`PartyFailedError`; a peer that stops answering
@@ -463,13 +464,26 @@ def run(
     return _run_tcp_launcher(job, per_rank, kwargs, options, timeout, start_method)
 
 
-def _main(argv: Sequence[str] | None = None) -> None:
+def _load_job(spec: str) -> Job:
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"--job must look like package.module:function, got {spec!r}")
+    fn = getattr(importlib.import_module(module), name, None)
+    if not callable(fn):
+        raise ValueError(f"{spec} is not a callable")
+    return fn
+
+
+def _main(argv: Sequence[str] | None = None) -> Any:
     parser = argparse.ArgumentParser(
         prog="python -m veil.mpc.runtime",
-        description="Run Veil's dealer (rank 2) for a multi-machine TCP run.")
-    parser.add_argument("role", choices=["dealer"])
+        description="Run one participant of a multi-machine Veil TCP run: the dealer, or a "
+                    "computing party executing --job.")
+    parser.add_argument("role", choices=["dealer", "party"])
     parser.add_argument("--addresses", required=True,
                         help="host:port of party 0, party 1 and the dealer, comma-separated")
+    parser.add_argument("--rank", type=int, choices=[0, 1], help="rank of a computing party")
+    parser.add_argument("--job", help="the SPMD job of a party, as package.module:function")
     parser.add_argument("--session", default="veil")
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--import", dest="modules", action="append", default=[],
@@ -477,9 +491,17 @@ def _main(argv: Sequence[str] | None = None) -> None:
     ns = parser.parse_args(argv)
     for module in ns.modules:
         importlib.import_module(module)
-    stats = run(None, "tcp", rank=DEALER, addresses=ns.addresses.split(","),
-                session=ns.session, timeout=ns.timeout)
-    print(stats)
+    addresses = ns.addresses.split(",")
+    if ns.role == "dealer":
+        result = run(None, "tcp", rank=DEALER, addresses=addresses, session=ns.session,
+                     timeout=ns.timeout)
+    else:
+        if ns.rank is None or ns.job is None:
+            parser.error("a party needs --rank and --job")
+        result = run(_load_job(ns.job), "tcp", rank=ns.rank, addresses=addresses,
+                     session=ns.session, timeout=ns.timeout)
+    print(result)
+    return result
 
 
 if __name__ == "__main__":
