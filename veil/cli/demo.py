@@ -8,8 +8,10 @@ import typer
 
 
 def demo(
-    images: int = typer.Option(64, "--images", "-n", help="MNIST test images classified privately."),
-    transport: str = typer.Option("tcp", help="tcp (three processes on loopback) or local (threads)."),
+    images: int = typer.Option(64, "--images", "-n",
+                                help="MNIST test images classified privately."),
+    transport: str = typer.Option("tcp",
+                                  help="tcp (three processes on loopback) or local (threads)."),
     retrain: bool = typer.Option(False, help="Train LeNet even when cached weights exist."),
     linear: bool = typer.Option(False, "--linear",
                                 help="Run the smaller secret-shared linear-model demo instead."),
