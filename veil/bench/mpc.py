@@ -51,8 +51,8 @@ def job():
     out = []
     for case in cases:
         g = torch.Generator().manual_seed(1)
-        a = crypten.cryptensor(torch.randn(case["shape_x"], generator=g), src=0)
-        b = crypten.cryptensor(torch.randn(case["shape_y"], generator=g), src=1)
+        a = crypten.cryptensor(torch.randn(case["shape_x"], generator=g), src=0)  # not-secret
+        b = crypten.cryptensor(torch.randn(case["shape_y"], generator=g), src=1)  # not-secret
         ts = []
         for _ in range(reps + 1):
             comm.get().reset_communication_stats()

@@ -39,13 +39,7 @@ class QueueChannel(Channel):
             raise CommError(f"channel to {self.peer_name} is closed")
         if self._peer_closed is not None:
             raise PeerDisconnectedError(self._peer_closed)
-        out = bytearray(enc.nbytes)
-        pos = 0
-        for chunk in enc.chunks():
-            n = len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
-            out[pos : pos + n] = chunk
-            pos += n
-        self._outbox.put(out)
+        self._outbox.put(enc.to_bytearray())
 
     def flush(self) -> None:
         return None

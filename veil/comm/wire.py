@@ -70,6 +70,16 @@ class Encoded:
             size += b.nbytes + _pad(b.nbytes)
         self.nbytes = size
 
+    def to_bytearray(self) -> bytearray:
+        """The whole frame in one contiguous (writable) buffer: one copy of the data."""
+        out = bytearray(self.nbytes)
+        pos = 0
+        for chunk in self.chunks():
+            n = len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
+            out[pos : pos + n] = chunk
+            pos += n
+        return out
+
     def chunks(self) -> list[bytes | memoryview]:
         """The byte chunks of the frame, in order (padding included)."""
         out: list[bytes | memoryview] = [
@@ -133,14 +143,7 @@ def wire_size(obj: Any) -> int:
 
 def to_bytes(obj: Any) -> bytearray:
     """Encode ``obj`` into one contiguous frame."""
-    enc = encode(obj)
-    out = bytearray(enc.nbytes)
-    pos = 0
-    for chunk in enc.chunks():
-        n = len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
-        out[pos : pos + n] = chunk
-        pos += n
-    return out
+    return encode(obj).to_bytearray()
 
 
 def from_bytes(frame: bytearray | bytes) -> Any:

@@ -21,8 +21,8 @@ Example
 -------
 >>> import torch, veil
 >>> def job(party):
-...     x = party.share(torch.randn(4, 8) if party.rank == 0 else None, owner=0, shape=(4, 8))
-...     w = party.share(torch.randn(8, 3) if party.rank == 1 else None, owner=1, shape=(8, 3))
+...     x = party.share(torch.ones(4, 8) if party.rank == 0 else None, owner=0, shape=(4, 8))
+...     w = party.share(torch.eye(8, 3) if party.rank == 1 else None, owner=1, shape=(8, 3))
 ...     return (x @ w + 1.5 * x.sum()).reveal()
 >>> y0, y1 = veil.run(job)       # doctest: +SKIP
 """
@@ -313,11 +313,7 @@ class SecretTensor:
                 raw = ring.conv2d(self.share, self._encode(weight, self.frac_bits), stride,
                                   padding)
                 out = self._wrap(self._truncate(raw, self.frac_bits))
-        if bias is None:
-            return out
-        b = bias.reshape(-1, 1, 1) if isinstance(bias, SecretTensor) else \
-            torch.as_tensor(bias).reshape(-1, 1, 1)
-        return out + b
+        return _add_channel_bias(out, bias)
 
     def avg_pool2d(self, kernel_size: ring.IntPair, stride: ring.IntPair | None = None,
                    padding: ring.IntPair = 0) -> SecretTensor:
@@ -553,11 +549,16 @@ def conv2d(input: SecretTensor | Public, weight: SecretTensor | Public,
     else:
         raw = ring.conv2d(weight._encode(input, weight.frac_bits), weight.share, stride, padding)
         out = weight._wrap(weight._truncate(raw, weight.frac_bits))
+    return _add_channel_bias(out, bias)
+
+
+def _add_channel_bias(out: SecretTensor, bias: SecretTensor | Public | None) -> SecretTensor:
+    """Add a per-output-channel bias of shape (O,) to an (N, O, H, W) result."""
     if bias is None:
         return out
-    b = bias.reshape(-1, 1, 1) if isinstance(bias, SecretTensor) else \
-        torch.as_tensor(bias).reshape(-1, 1, 1)
-    return out + b
+    if not isinstance(bias, SecretTensor):
+        bias = torch.as_tensor(bias)
+    return out + bias.reshape(-1, 1, 1)
 
 
 def _matmul(a, b):

@@ -103,20 +103,26 @@ def _generate(op: str, rng: CSPRNG, shape_x: Shape, shape_y: Shape, **params) ->
     return {"seed": s0}, {"seed": s1, "c": c1}
 
 
+def _seeded(material: dict, what: str) -> CSPRNG:
+    seed = material.get("seed")
+    if not isinstance(seed, bytes) or len(seed) != 16:
+        raise MaterialError(f"{what}: missing or malformed seed")
+    return CSPRNG(seed)
+
+
+def _correction(material: dict, shape: Sequence[int], what: str) -> torch.Tensor:
+    c = material.get("c")
+    if not isinstance(c, torch.Tensor) or c.dtype != torch.int64 or tuple(c.shape) != tuple(shape):
+        raise MaterialError(f"{what}: correction term missing or of the wrong shape")
+    return c
+
+
 def _expand(op: str, rank: int, material: dict, shape_x: Shape, shape_y: Shape, **params) -> dict:
     opp = _op_params(op, params)
     shape_c = bilinear_shape(op, shape_x, shape_y, **opp)
-    seed = material.get("seed")
-    if not isinstance(seed, bytes) or len(seed) != 16:
-        raise MaterialError(f"{op} triple: missing or malformed seed")
-    g = CSPRNG(seed)
+    g = _seeded(material, f"{op} triple")
     a, b = g.integers(shape_x), g.integers(shape_y)
-    if rank == 0:
-        c = g.integers(shape_c)
-    else:
-        c = material.get("c")
-        if not isinstance(c, torch.Tensor) or c.dtype != torch.int64 or tuple(c.shape) != shape_c:
-            raise MaterialError(f"{op} triple: correction term missing or of the wrong shape")
+    c = g.integers(shape_c) if rank == 0 else _correction(material, shape_c, f"{op} triple")
     return {"a": a, "b": b, "c": c}
 
 
@@ -136,17 +142,9 @@ for _op in ("beaver", "matmul", "conv2d"):
 
 
 def _expand_square(rank: int, material: dict, *, shape: Shape) -> dict:
-    seed = material.get("seed")
-    if not isinstance(seed, bytes) or len(seed) != 16:
-        raise MaterialError("square pair: missing or malformed seed")
-    g = CSPRNG(seed)
+    g = _seeded(material, "square pair")
     a = g.integers(shape)
-    if rank == 0:
-        c = g.integers(shape)
-    else:
-        c = material.get("c")
-        if not isinstance(c, torch.Tensor) or c.dtype != torch.int64 or c.shape != a.shape:
-            raise MaterialError("square pair: correction term missing or of the wrong shape")
+    c = g.integers(shape) if rank == 0 else _correction(material, a.shape, "square pair")
     return {"a": a, "c": c}
 
 
