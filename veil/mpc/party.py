@@ -30,7 +30,13 @@ from veil.csprng import CSPRNG
 from veil.sharing import triples  # noqa: F401  (registers the built-in kinds)
 from veil.sharing.dealer import request_message
 from veil.sharing.errors import MaterialError, MaterialMismatchError
-from veil.sharing.material import get_kind, normalize_plan, request_key, to_device
+from veil.sharing.material import (
+    canonical_params,
+    get_kind,
+    normalize_plan,
+    request_key,
+    to_device,
+)
 from veil.sharing.store import DiskStore, MemoryStore
 
 if TYPE_CHECKING:
@@ -295,8 +301,8 @@ class Party:
         material prefetched with :meth:`prefetch`, else streamed from the dealer.
         """
         t0 = time.perf_counter()
-        key = request_key(kind, params)
-        cparams = normalize_plan([(kind, params)])[0][1]
+        cparams = canonical_params(params)
+        key = request_key(kind, cparams)
         try:
             if self._store is not None:
                 m = self._store.take(kind, cparams)

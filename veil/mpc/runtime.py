@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from veil import ring
-from veil.comm.errors import CommError, PeerDisconnectedError, PeerTimeoutError
+from veil.comm.errors import PeerDisconnectedError, PeerTimeoutError
 from veil.comm.link import Link
 from veil.comm.local import channel_pair
 from veil.csprng import CSPRNG
@@ -455,9 +455,7 @@ def run(
                 raise ValueError(f"inputs has no entry for rank {rank}")
             return _tcp_participant(rank, list(addresses), job, per_rank.get(rank, ()), kwargs,
                                     options, timeout, token)
-        except (CommError, Exception) as exc:
-            if isinstance(exc, PartyFailedError):
-                raise
+        except Exception as exc:
             raise PartyFailedError(rank, f"{type(exc).__name__}: {exc}") from exc
     if transport == "local":
         return _run_local(job, per_rank, kwargs, options, timeout)
