@@ -292,3 +292,16 @@ def test_integer_sharing_refuses_fractional_public_values():
     errors, b, c = run_both(job)
     assert errors == 4
     assert torch.equal(b, torch.tensor([7, 9])) and torch.equal(c, torch.tensor([3, 4]))
+
+
+def test_public_torch_tensor_on_the_left():
+    x = torch.tensor([1.5, -2.0])
+    t = torch.tensor([2.0, 3.0])
+
+    def job(party):
+        a = party.share(x if party.rank == 0 else None, owner=0, shape=(2,))
+        return [(t + a).reveal(), (t * a).reveal(), (t - a).reveal(),
+                (torch.eye(2) @ a).reveal(), (0.5 * t * a).reveal()]
+
+    for g, w in zip(run_both(job), [t + x, t * x, t - x, x, 0.5 * t * x], strict=True):
+        assert_close(g, w, 2 * ULP)
