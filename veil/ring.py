@@ -249,11 +249,28 @@ def conv2d(
 ) -> torch.Tensor:
     """Ring 2-D convolution (cross-correlation, like ``torch.nn.functional.conv2d``).
 
-    Implemented as im2col plus a ring matmul, so it is exact modulo 2^64 on any
-    device.
+    On CPU, torch's native int64 convolution (exact, wrapping; the faster one);
+    elsewhere, or with ``limbs=True``, :func:`conv2d_im2col` with limb GEMMs.
     """
     if x.dtype != torch.int64 or weight.dtype != torch.int64:
         raise TypeError("ring conv2d needs int64 operands")
+    conv2d_output_shape(x.shape, weight.shape, stride, padding)
+    if limbs is None:
+        limbs = x.device.type != "cpu"
+    if not limbs:
+        try:
+            return F.conv2d(x, weight, stride=_pair(stride, "stride"),
+                            padding=_pair(padding, "padding"))
+        except (RuntimeError, NotImplementedError):  # a torch build without int64 conv
+            pass
+    return conv2d_im2col(x, weight, stride, padding, limbs=limbs)
+
+
+def conv2d_im2col(
+    x: torch.Tensor, weight: torch.Tensor, stride: IntPair = 1, padding: IntPair = 0,
+    limbs: bool | None = None,
+) -> torch.Tensor:
+    """Ring convolution as im2col plus a ring :func:`matmul`: exact on any device."""
     n, o, oh, ow = conv2d_output_shape(x.shape, weight.shape, stride, padding)
     (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
     _, c, kh, kw = weight.shape

@@ -131,8 +131,9 @@ def test_matmul_limbs_batched_vector_and_wide_inner():
 def test_conv2d_equals_torch_int64(stride, padding, limbs):
     g = CSPRNG()
     x, w = g.integers((2, 3, 9, 8)), g.integers((4, 3, 3, 2))
-    got = ring.conv2d(x, w, stride, padding, limbs=limbs)
-    assert torch.equal(got, F.conv2d(x, w, stride=stride, padding=padding))
+    want = F.conv2d(x, w, stride=stride, padding=padding)
+    assert torch.equal(ring.conv2d(x, w, stride, padding, limbs=limbs), want)
+    assert torch.equal(ring.conv2d_im2col(x, w, stride, padding, limbs=limbs), want)
 
 
 def test_conv2d_shape_errors():
