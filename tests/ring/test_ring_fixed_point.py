@@ -97,7 +97,8 @@ def test_truncation_within_one_ulp(x, r, bits):
 
 
 def test_truncation_error_rate_matches_bound():
-    # Empirical large-error rate for |x| close to 2^60 must be about |x| / 2^64 (bound 2^-3).
+    # Empirical large-error rate at |x| = 2^60 is about |x| / 2^64 = 1/16, within the
+    # documented bound 2^(k+1-64) for |x| < 2^k (k = 61: 1/4).
     g = CSPRNG(b"t" * 16)
     n = 20000
     x = torch.full((n,), 2**60)
