@@ -39,6 +39,11 @@ def _models():
             nn.Conv2d(4, 6, 3, padding=(1, 2), stride=(2, 1), dilation=(1, 2), groups=2),
             nn.ReLU(), nn.Conv2d(6, 3, 2, bias=False), nn.Flatten(), nn.LazyLinear(3)),
             torch.randn(6, 4, 9, 8)),
+        "conv-ghost-norm": (nn.Sequential(
+            nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 32, 2, groups=2), nn.Flatten(),
+            nn.LazyLinear(3)), torch.randn(5, 3, 5, 5)),
+        "conv1d-ghost-norm": (nn.Sequential(nn.Conv1d(8, 16, 3), nn.Flatten(), nn.LazyLinear(3)),
+                              torch.randn(5, 8, 5)),
         "conv1d": (nn.Sequential(nn.Conv1d(3, 4, 3, padding=1, stride=2), nn.Flatten(),
                                  nn.LazyLinear(3)), torch.randn(5, 3, 11)),
         "groupnorm-layernorm-custom": (nn.Sequential(
