@@ -188,7 +188,7 @@ def _membership_target(t: MembershipTarget, out_dir: Path, shadows: int, seed: i
     rep = run_attacks(ScoreOracle(target), x, y, members, fit, num_shadows=shadows,
                       augmentations=t.augmentations, seed=seed + 2, progress=advance)
     fig = roc_plot({k: rep.results[k] for k in ("threshold", "shadow", "lira", "lira_offline")},
-                   out_dir / f"roc_{t.name}.png", title=f"{t.name}: {t.description}")
+                   out_dir / f"roc_{t.name}.png", title=f"{t.name} target ({t.dataset})")
     out = {
         "description": t.description, "dataset": t.dataset, "pool": len(x),
         "members": int(members.sum()), "recipe": t.recipe.to_dict(),

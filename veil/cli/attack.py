@@ -85,7 +85,8 @@ def membership_table(report: dict):
     t = Table(title=f"Membership inference ({report['num_shadows']} shadow models)")
     for col in ("target", "train/test acc", "attack", "AUC", "bal. acc", "TPR@0.1%FPR",
                 "TPR@1%FPR"):
-        t.add_column(col, justify="right" if col not in ("target", "attack") else "left")
+        t.add_column(col, justify="right" if col not in ("target", "attack") else "left",
+                     no_wrap=True)
     for name, tr in report["targets"].items():
         if "skipped" in tr:
             t.add_row(name, "", tr["skipped"], "", "", "", "")
@@ -105,7 +106,7 @@ def inversion_table(report: dict):
                     f"(model test accuracy {report['model']['test_accuracy']:.3f})")
     for col in ("mode", "recognised", "mean confidence", "corr. to class mean",
                 "closest to own class", "seconds"):
-        t.add_column(col, justify="left" if col == "mode" else "right")
+        t.add_column(col, justify="left" if col == "mode" else "right", no_wrap=col == "mode")
     for name, m in report["modes"].items():
         t.add_row(name, _fmt(m["recognised"]), _fmt(m["mean_confidence"]),
                   _fmt(m["mean_correlation"]), _fmt(m["closest_to_own_class"]),
@@ -119,7 +120,8 @@ def gradient_table(report: dict):
     tvs = ", ".join(f"{k} {v['chosen']:g}" for k, v in report["tv_weight"].items())
     t = Table(title=f"Gradient inversion on MNIST (TV weight tuned: {tvs})")
     for col in ("scenario", "images", "PSNR dB", "SSIM", "labels", "seconds"):
-        t.add_column(col, justify="left" if col == "scenario" else "right")
+        t.add_column(col, justify="left" if col == "scenario" else "right",
+                     no_wrap=col == "scenario")
     for name, s in report["scenarios"].items():
         t.add_row(name, str(s["images"]), f"{s['psnr']:.1f}", f"{s['ssim']:.3f}",
                   _fmt(s["label_accuracy"]), f"{s['seconds']:.1f}")
