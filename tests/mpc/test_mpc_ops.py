@@ -305,3 +305,20 @@ def test_public_torch_tensor_on_the_left():
 
     for g, w in zip(run_both(job), [t + x, t * x, t - x, x, 0.5 * t * x], strict=True):
         assert_close(g, w, 2 * ULP)
+
+
+@given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 3), st.integers(3, 7),
+       st.integers(3, 6), st.integers(1, 3), st.integers(1, 3), st.integers(1, 2),
+       st.integers(0, 1))
+@settings(max_examples=10)
+def test_conv2d_random_geometry(n, c, o, h, w, kh, kw, stride, padding):
+    g = torch.Generator().manual_seed(n + 10 * c + 100 * o + 1000 * h + 10000 * w)
+    x = torch.randn(n, c, h, w, generator=g)  # not-secret: test data
+    k = torch.randn(o, c, kh, kw, generator=g)  # not-secret: test data
+
+    def job(party):
+        a, b = _share_pair(party, x, k)
+        return a.conv2d(b, stride=stride, padding=padding).reveal()
+
+    want = F.conv2d(x, k, stride=stride, padding=padding)
+    assert_close(run_both(job), want, 1e-3 * c * kh * kw)
