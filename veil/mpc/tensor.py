@@ -130,6 +130,10 @@ class SecretTensor:
         return (f"SecretTensor(shape={tuple(self.shape)}, frac_bits={self.frac_bits}, "
                 f"party={self.party.rank})")
 
+    def __reduce__(self):
+        raise TypeError("a SecretTensor cannot be pickled or returned from a TCP job: reveal "
+                        "it, or return its raw .share explicitly")
+
     def __bool__(self) -> bool:
         raise TypeError("the truth value of a SecretTensor is secret; reveal it explicitly")
 
