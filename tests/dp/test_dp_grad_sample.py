@@ -164,3 +164,23 @@ def test_eval_mode_and_no_grad_capture_nothing():
     gsm.eval()
     gsm(torch.randn(4, 3)).sum().backward()
     assert not gsm.has_records
+
+
+def test_wrapped_model_still_gives_ordinary_gradients_outside_dp():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(),
+                          nn.Linear(64, 3))
+    x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    gsm = GradSampleModule(model)
+    for run in (lambda: model(x), lambda: gsm.eval()(x)):  # raw module, or eval mode
+        nn.functional.cross_entropy(run(), y).backward()
+        for n, p in model.named_parameters():
+            torch.testing.assert_close(p.grad, ref[n])
+        model.zero_grad(set_to_none=True)
+        assert not gsm.has_records
+    gsm.train()
+    nn.functional.cross_entropy(gsm(x), y).backward()
+    assert gsm.has_records and model[0].weight.grad is None

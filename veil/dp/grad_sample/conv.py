@@ -26,23 +26,26 @@ from veil.dp.grad_sample.registry import Rule, Summer, materialised_norm_and_sum
 
 class _ConvTap(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, module, record):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, module, tap):  # type: ignore[override]
         ctx.save_for_backward(x, weight)
-        ctx.module, ctx.record = module, record
+        ctx.module, ctx.tap, ctx.capture = module, tap, tap.active
         return module._conv_forward(x, weight, bias)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         x, weight = ctx.saved_tensors
         m = ctx.module
-        ctx.record(x, g)
-        gx = None
-        if ctx.needs_input_grad[0]:
-            gx = torch.ops.aten.convolution_backward(
-                g, x, weight, None, list(m.stride), list(m.padding), list(m.dilation),
-                False, [0] * len(m.stride), m.groups, [True, False, False],
-            )[0]
-        return gx, None, None, None, None
+        need = list(ctx.needs_input_grad[:3])
+        if ctx.capture:  # DP-SGD: per-sample rules take over; skip the batch weight grad
+            ctx.tap(x, g)
+            need[1] = need[2] = False
+        gx = gw = gb = None
+        if any(need):
+            gx, gw, gb = torch.ops.aten.convolution_backward(
+                g, x, weight, [weight.shape[0]] if need[2] else None, list(m.stride),
+                list(m.padding), list(m.dilation), False, [0] * len(m.stride), m.groups, need,
+            )
+        return gx, gw, gb, None, None
 
 
 def _as_2d(module: nn.Module, a: torch.Tensor, g: torch.Tensor):

@@ -17,17 +17,24 @@ from veil.dp.grad_sample.registry import Rule, Summer, materialised_norm_and_sum
 
 class _LinearTap(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, record):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, tap):  # type: ignore[override]
         ctx.save_for_backward(x, weight)
-        ctx.record = record
+        ctx.tap, ctx.capture = tap, tap.active
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         x, weight = ctx.saved_tensors
-        ctx.record(x, g)
         gx = g.matmul(weight) if ctx.needs_input_grad[0] else None
-        return gx, None, None, None
+        if ctx.capture:  # DP-SGD: per-sample rules take over; skip the batch weight grad
+            ctx.tap(x, g)
+            return gx, None, None, None
+        gw = gb = None
+        if ctx.needs_input_grad[1]:
+            gw = g.reshape(-1, g.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
+        if ctx.needs_input_grad[2]:
+            gb = g.reshape(-1, g.shape[-1]).sum(0)
+        return gx, gw, gb, None
 
 
 @register(nn.Linear)

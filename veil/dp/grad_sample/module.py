@@ -13,6 +13,22 @@ from veil.dp.grad_sample.functorch import FALLBACK, check_fallback
 from veil.dp.grad_sample.registry import Rule, materialised_norm_and_sum, rule_for, trainable
 
 
+class _Tap:
+    """What a layer's custom autograd function calls back: is capture on, and record."""
+
+    __slots__ = ("gsm", "module")
+
+    def __init__(self, gsm: GradSampleModule, module: nn.Module) -> None:
+        self.gsm, self.module = gsm, module
+
+    @property
+    def active(self) -> bool:
+        return self.gsm._active and self.gsm._capture
+
+    def __call__(self, a: torch.Tensor, g: torch.Tensor) -> None:
+        self.gsm._record(self.module, a, g)
+
+
 class GradSampleModule(nn.Module):
     """A model wrapper that captures activations and backprops of every trainable layer.
 
@@ -47,6 +63,7 @@ class GradSampleModule(nn.Module):
         self._handles: list = []
         self._patched: list[nn.Module] = []
         self._capture = True  # off while rules re-run layers (torch.func fallback)
+        self._active = False  # True only during a training forward through this wrapper
         self._attach()
 
     # -- set-up -------------------------------------------------------------------------
@@ -59,7 +76,7 @@ class GradSampleModule(nn.Module):
                 check_fallback(m, name)
                 rule = FALLBACK
             self._layers.append((name, m, rule))
-            record = functools.partial(self._record, m)
+            record = _Tap(self, m)
             if rule.tap == "function":
                 m.forward = functools.partial(type(rule).forward, m, record)  # type: ignore
                 self._patched.append(m)
@@ -68,7 +85,7 @@ class GradSampleModule(nn.Module):
 
     def _hook(self, m: nn.Module):
         def hook(_mod, inputs, output):
-            if not (torch.is_grad_enabled() and self.training and self._capture):
+            if not (self._active and self._capture):
                 return
             if len(inputs) != 1 or not isinstance(output, torch.Tensor):
                 raise NotImplementedError(
@@ -82,8 +99,6 @@ class GradSampleModule(nn.Module):
         return hook
 
     def _record(self, m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> None:
-        if not self.training:
-            return
         if self.loss_reduction == "mean":
             g = g * g.shape[0]
         self._records.setdefault(m, []).append((a.detach(), g.detach()))
@@ -99,7 +114,14 @@ class GradSampleModule(nn.Module):
 
     # -- forward ------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
-        return self._module(*args, **kwargs)
+        # Only forwards through this wrapper, in training mode with autograd on, are
+        # captured; calling the wrapped model directly (or in eval mode) gives ordinary
+        # gradients, so the same model object stays usable outside DP-SGD.
+        self._active = self.training and torch.is_grad_enabled()
+        try:
+            return self._module(*args, **kwargs)
+        finally:
+            self._active = False
 
     @property
     def module(self) -> nn.Module:
