@@ -124,10 +124,12 @@ class Party:
         return self.peer.exchange(obj)
 
     def send(self, obj: Any) -> None:
-        """Send ``obj`` to the peer (one round); tensors are copied first."""
-        if isinstance(obj, torch.Tensor):
-            obj = obj.clone()
-        self.peer.send(obj)
+        """Send ``obj`` to the peer (one round).
+
+        Sending is asynchronous over TCP, so the message's tensors are copied first:
+        the caller may modify them in place right after.
+        """
+        self.peer.send(_snapshot(obj))
 
     def recv(self) -> Any:
         """Receive the peer's next message (one round)."""
@@ -371,3 +373,15 @@ class Party:
 
     def __repr__(self) -> str:
         return f"Party(rank={self.rank}, device={self.device}, frac_bits={self.frac_bits})"
+
+
+def _snapshot(obj: Any) -> Any:
+    """A copy of every tensor in a message tree (other leaves are immutable or copied
+    by the wire encoder)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_snapshot(v) for v in obj)
+    return obj
