@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from veil import ring
@@ -380,6 +381,8 @@ def _snapshot(obj: Any) -> Any:
     by the wire encoder)."""
     if isinstance(obj, torch.Tensor):
         return obj.clone()
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
     if isinstance(obj, dict):
         return {k: _snapshot(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
