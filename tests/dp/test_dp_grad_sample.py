@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from veil.dp.grad_sample import GradSampleModule
@@ -184,3 +186,20 @@ def test_wrapped_model_still_gives_ordinary_gradients_outside_dp():
     gsm.train()
     nn.functional.cross_entropy(gsm(x), y).backward()
     assert gsm.has_records and model[0].weight.grad is None
+
+
+@given(b=st.integers(1, 6), t=st.integers(1, 5), d=st.integers(1, 7), o=st.integers(1, 7),
+       bias=st.booleans(), clip=st.floats(1e-3, 10.0))
+def test_linear_ghost_clipping_matches_materialised(b, t, d, o, bias, clip):
+    torch.manual_seed(b * 1000 + t * 100 + d * 10 + o)
+    layer = nn.Linear(d, o, bias=bias)
+    gsm = GradSampleModule(layer, loss_reduction="sum")
+    x = torch.randn(b, t, d) if t > 1 else torch.randn(b, d)
+    gsm(x).pow(2).sum().backward()
+    per = gsm.per_sample_gradients()
+    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in per.values()))
+    c = (clip / (norms + 1e-6)).clamp(max=1)
+    sums, _ = gsm.clipped_sum(clip)
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(sums[p], torch.einsum("b,b...->...", c, per[name]),
+                                   atol=1e-4, rtol=1e-4)
