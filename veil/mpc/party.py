@@ -12,7 +12,7 @@ Example
 ...                     owner=0, shape=(2,))
 ...     return (x * x).reveal(), party.stats()["rounds"]
 >>> veil.run(job)[0]            # doctest: +SKIP
-(tensor([2.2500, 4.0000]), 1)
+(tensor([2.2500, 4.0000]), 2)
 """
 
 from __future__ import annotations
