@@ -36,7 +36,7 @@ class PrivacyEngine:
     >>> import torch
     >>> from torch import nn
     >>> from torch.utils.data import DataLoader, TensorDataset
-    >>> data = TensorDataset(torch.randn(200, 5), torch.randint(0, 2, (200,)))
+    >>> data = TensorDataset(torch.randn(200, 5), torch.randint(0, 2, (200,)))  # not-secret
     >>> model = nn.Linear(5, 2)
     >>> engine = PrivacyEngine()
     >>> model, opt, loader = engine.make_private(

@@ -64,7 +64,7 @@ def train_dp_sgd(
     Example
     -------
     >>> from torch.utils.data import TensorDataset
-    >>> ds = TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))
+    >>> ds = TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))  # not-secret
     >>> res = train_dp_sgd(nn.Linear(4, 2), ds, epochs=1, batch_size=16, delta=1e-5,
     ...                    max_grad_norm=1.0, lr=0.1, noise_multiplier=1.0, progress=False)
     >>> len(res.epochs)

@@ -6,7 +6,7 @@ Example
 >>> from torch import nn
 >>> from veil.dp.grad_sample import GradSampleModule
 >>> model = GradSampleModule(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
->>> model(torch.randn(8, 4)).pow(2).mean().backward()
+>>> model(torch.randn(8, 4)).pow(2).mean().backward()  # not-secret
 >>> sums, stats = model.clipped_sum(max_grad_norm=1.0)
 >>> stats["batch"]
 8

@@ -47,7 +47,7 @@ class GradSampleModule(nn.Module):
     >>> import torch
     >>> from torch import nn
     >>> gsm = GradSampleModule(nn.Linear(3, 2))
-    >>> gsm(torch.randn(5, 3)).sum().backward()
+    >>> gsm(torch.randn(5, 3)).sum().backward()  # not-secret
     >>> gsm.per_sample_gradients()["weight"].shape
     torch.Size([5, 2, 3])
     """
