@@ -235,4 +235,4 @@ def test_dealer_refuses_diverging_requests() -> None:
 def test_keygen_uses_the_given_generator() -> None:
     a0, a1 = gates.sign_keygen(5, relu=True, rng=CSPRNG(b"s" * 16))
     b0, b1 = gates.sign_keygen(5, relu=True, rng=CSPRNG(b"s" * 16))
-    assert np.array_equal(a0["key"], b0["key"]) and np.array_equal(a1["r"], b1["r"])
+    assert np.array_equal(a0["key_seeds"], b0["key_seeds"]) and np.array_equal(a1["r"], b1["r"])

@@ -85,12 +85,16 @@ def _as_u64(a, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
 
 def _take(material: dict, name: str) -> TreeKey:
     """Pop the packed key out of ``material`` (single use) and unpack it."""
-    packed = material.pop("key", None)
-    if packed is None:
+    parts = {k: material.pop("key_" + k, None) for k in ("seeds", "values", "bits")}
+    if any(v is None for v in parts.values()):
         raise KeyReuseError(f"{name} material already used (or has no key): keys are single-use")
     n, ell, width = (int(v) for v in np.asarray(material["shape"])[:3])
     kind = "dpf" if name == "equality" else "dcf"
-    return TreeKey.unpack(np.asarray(packed), kind, int(material["party"]), n, ell, width)
+    return TreeKey.from_parts(parts, kind, int(material["party"]), n, ell, width)
+
+
+def _key_fields(key: TreeKey) -> dict[str, np.ndarray]:
+    return {"key_" + k: v for k, v in key.to_parts().items()}
 
 
 # -- sign / DReLU / select -------------------------------------------------------------------
@@ -135,7 +139,8 @@ def sign_keygen(
 
     Returns
     -------
-    Two dicts of numpy arrays: ``key`` (packed DCF keys), ``r`` and ``rw`` (mask
+    Two dicts of numpy arrays: ``key_seeds``, ``key_values``, ``key_bits`` (the
+    DCF keys, :meth:`TreeKey.to_parts`), ``r`` and ``rw`` (mask
     shares), ``c`` (shares of ``m·v``), ``shape`` and ``party``.
     """
     rng = rng or default_generator()
@@ -170,7 +175,7 @@ def sign_keygen(
     k0, k1 = dcf_gen(alpha, beta, n, ell, rng)
     shares = []
     for party, key in ((0, k0), (1, k1)):
-        shares.append({"key": key.pack(), "party": party,
+        shares.append({**_key_fields(key), "party": party,
                        "shape": np.array([n, ell, width, ring_bits, int(relu), extra,
                                           METHODS.index(method)], dtype=np.int64)})
     for name, value, bits in (("r", r, ring_bits), ("rw", rw, ring_bits), ("c", const, ell)):
@@ -219,8 +224,9 @@ def sign_finish(material: dict, party: int, x_hat, w_hat=None) -> dict[str, np.n
         y = x_hat & _mask(n)
         u = ONE ^ (x_hat >> np.uint64(ring_bits - 1))
     else:
+        # e = 1{x̂ <= r} (AriaNN's DIF, "x <= 0" unless x + r wraps); d = 1 ⊕ e = "x > 0"
         y = ~x_hat & _mask(n)
-        u = np.zeros(count, np.uint64)
+        u = np.ones(count, np.uint64)
     ev = dcf_eval(key, y) + material["c"].view(np.uint64)
     dv = (u[:, None] * vshare + (ONE - (u << ONE))[:, None] * ev) & omask
     out = {"d": dv[:, 0]}
@@ -247,8 +253,8 @@ def eq_keygen(count: int, ring_bits: int = 64, ell: int | None = None,
     k0, k1 = dpf_gen(r, 1, ring_bits, ell, rng)
     s0 = _u64(rng, (count,), ring_bits)
     shape = np.array([ring_bits, ell, 1, ring_bits], dtype=np.int64)
-    m0 = {"key": k0.pack(), "party": 0, "shape": shape, "r": s0.view(np.int64)}
-    m1 = {"key": k1.pack(), "party": 1, "shape": shape.copy(),
+    m0 = {**_key_fields(k0), "party": 0, "shape": shape, "r": s0.view(np.int64)}
+    m1 = {**_key_fields(k1), "party": 1, "shape": shape.copy(),
           "r": ((r - s0) & _mask(ring_bits)).view(np.int64)}
     return m0, m1
 

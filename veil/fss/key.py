@@ -91,6 +91,9 @@ class TreeKey:
     tl: np.ndarray
     tr: np.ndarray
     cw_last: np.ndarray
+    #: Optional buffers that the fields are views of, in the layout of :meth:`to_parts`.
+    seeds_buf: np.ndarray | None = field(default=None, repr=False)
+    values_buf: np.ndarray | None = field(default=None, repr=False)
     _consumed: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -156,6 +159,68 @@ class TreeKey:
         out = np.ascontiguousarray(np.concatenate(parts, axis=1))
         assert out.shape[1] == self.nbytes
         return out
+
+    def to_parts(self) -> dict[str, np.ndarray]:
+        """The same bits as :meth:`pack`, as three arrays that need no bit shuffling.
+
+        ``seeds`` ``(N, n+1, 2)`` int64 (root seed and seed corrections), ``values``
+        ``(N, v)`` int64 (value corrections and final word when ``ell = 64``, else
+        empty) and ``bits`` ``(N, b)`` uint8 (the control bits, and the values when
+        ``ell < 64``, bit-packed). Their total size per key is :attr:`nbytes`.
+        :meth:`from_parts` rebuilds the keys as views, without copying the seeds.
+        """
+        num = self.count
+        if self.seeds_buf is not None:
+            seeds = self.seeds_buf
+        else:
+            seeds = np.empty((num, self.n + 1, 2), dtype=np.uint64)
+            seeds[:, 0] = self.seed
+            seeds[:, 1:] = self.scw
+        if self.values_buf is not None:
+            vals = self.values_buf
+        else:
+            vals = self.cw_last
+            if self.kind == "dcf":
+                vals = np.concatenate([self.vcw.reshape(num, -1), vals], axis=1)
+        tbits = np.concatenate([self.tl, self.tr], axis=1)
+        if self.ell == 64:
+            values = np.ascontiguousarray(vals)
+            bits = np.packbits(tbits, axis=1, bitorder="little")
+        else:
+            values = np.zeros((num, 0), dtype=np.uint64)
+            bits = np.packbits(np.concatenate([_field_bits(vals, self.ell), tbits], axis=1),
+                               axis=1, bitorder="little")
+        return {"seeds": seeds.view(np.int64), "values": values.view(np.int64), "bits": bits}
+
+    @classmethod
+    def from_parts(cls, parts: dict, kind: str, party: int, n: int, ell: int,
+                   width: int = 1) -> TreeKey:
+        """Rebuild a batch from :meth:`to_parts` (checks every shape)."""
+        seeds, values, bits = (np.asarray(parts[k]) for k in ("seeds", "values", "bits"))
+        num = seeds.shape[0] if seeds.ndim == 3 else -1
+        nvals = width * (n + 1) if kind == "dcf" else width
+        nv = nvals if ell == 64 else 0
+        nbits = 2 * n + (0 if ell == 64 else nvals * ell)
+        if (seeds.shape != (num, n + 1, 2) or seeds.dtype != np.int64
+                or values.shape != (num, nv) or values.dtype != np.int64
+                or bits.shape != (num, (nbits + 7) // 8) or bits.dtype != np.uint8):
+            raise ValueError(f"{kind} key parts for n={n}, ell={ell}, width={width} have the "
+                             f"wrong shapes: {seeds.shape}, {values.shape}, {bits.shape}")
+        seeds = seeds.view(np.uint64)
+        tb = np.unpackbits(bits, axis=1, bitorder="little")
+        if ell == 64:
+            vals = values.view(np.uint64)
+            tbits = tb[:, : 2 * n]
+        else:
+            vals = _bits_field(tb[:, : nvals * ell], nvals, ell)
+            tbits = tb[:, nvals * ell : nvals * ell + 2 * n]
+        if kind == "dcf":
+            vcw, cw_last = vals[:, : n * width].reshape(num, n, width), vals[:, n * width :]
+        else:
+            vcw, cw_last = np.zeros((num, n, 0), dtype=np.uint64), vals
+        return cls(kind=kind, party=party, n=n, ell=ell, width=width, seed=seeds[:, 0],
+                   scw=seeds[:, 1:], vcw=vcw, tl=np.ascontiguousarray(tbits[:, :n]),
+                   tr=np.ascontiguousarray(tbits[:, n:]), cw_last=cw_last)
 
     @classmethod
     def unpack(

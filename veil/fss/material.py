@@ -16,8 +16,8 @@ Example
 >>> from veil.csprng import CSPRNG
 >>> from veil.fss.material import fss_sign
 >>> m0, m1 = fss_sign(CSPRNG(), count=4, relu=True)
->>> m0["key"].shape[0], m0["r"].shape
-(4, (4,))
+>>> m0["key_seeds"].shape, m0["r"].shape
+((4, 64, 2), (4,))
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ This module is the engine; use :mod:`veil.fss.dcf` and :mod:`veil.fss.dpf`.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from veil.csprng import CSPRNG, default_generator
@@ -36,15 +38,19 @@ def _blocks_for(bits: int) -> int:
     return max(1, -(-bits // 128))
 
 
-_PRGS: dict[tuple[int, int], MMO] = {}
+_LOCAL = threading.local()
 
 
 def _prg(count: int, first: int) -> MMO:
-    # Encryptor objects are stateless in ECB mode; cache them per (count, first).
+    # ECB encryptors are stateless but not shareable between threads (OpenSSL contexts are
+    # borrowed exclusively), so each thread caches its own per (count, first).
+    cache = getattr(_LOCAL, "prgs", None)
+    if cache is None:
+        cache = _LOCAL.prgs = {}
     key = (count, first)
-    if key not in _PRGS:
-        _PRGS[key] = MMO(count, first)
-    return _PRGS[key]
+    if key not in cache:
+        cache[key] = MMO(count, first)
+    return cache[key]
 
 
 def _fields(words: np.ndarray, offset: int, count: int, ell: int) -> np.ndarray:
@@ -272,28 +278,29 @@ def gen(
     """
     rng = rng or default_generator()
     num = alpha.shape[0]
-    if num <= EVAL_CHUNK:
-        return _gen_chunk(kind, alpha, beta, n, ell, rng)
     width = beta.shape[1]
     dcf_width = width if kind == "dcf" else 0
-    # Both parties' keys share the public correction words (one copy in memory).
-    shared = (np.empty((num, n, 2), np.uint64), np.zeros((num, n, dcf_width), np.uint64),
-              np.empty((num, n), np.uint8), np.empty((num, n), np.uint8),
-              np.empty((num, width), np.uint64))
-    out = [TreeKey(kind, b, n, ell, width, np.empty((num, 2), np.uint64), *shared[:4], shared[4])
-           for b in (0, 1)]
-    if USE_KERNELS:
-        for lo in range(0, num, EVAL_CHUNK):
-            hi = min(lo + EVAL_CHUNK, num)
-            _gen_chunk_fused(kind, alpha[lo:hi], beta[lo:hi], n, ell, rng, (out[0], out[1], lo))
-        return out[0], out[1]
+    # Keys are built in the buffers of their transport form (TreeKey.to_parts): each party's
+    # (root seed | seed corrections) rows, and one buffer of public value corrections.
+    seeds = [np.empty((num, n + 1, 2), np.uint64) for _ in (0, 1)]
+    nvals = dcf_width * n + width
+    values = np.zeros((num, nvals), np.uint64)
+    vcw = values[:, : dcf_width * n].reshape(num, n, dcf_width)
+    cw_last = values[:, dcf_width * n :]
+    tl, tr = np.empty((num, n), np.uint8), np.empty((num, n), np.uint8)
+    out = [TreeKey(kind, b, n, ell, width, seeds[b][:, 0], seeds[b][:, 1:], vcw, tl, tr,
+                   cw_last, seeds_buf=seeds[b], values_buf=values) for b in (0, 1)]
     for lo in range(0, num, EVAL_CHUNK):
         hi = min(lo + EVAL_CHUNK, num)
-        parts = _gen_chunk(kind, alpha[lo:hi], beta[lo:hi], n, ell, rng)
-        for key, part in zip(out, parts, strict=True):
-            key.seed[lo:hi], key.scw[lo:hi], key.vcw[lo:hi] = part.seed, part.scw, part.vcw
-            key.tl[lo:hi], key.tr[lo:hi] = part.tl, part.tr
-            key.cw_last[lo:hi] = part.cw_last
+        if USE_KERNELS:
+            _gen_chunk_fused(kind, alpha[lo:hi], beta[lo:hi], n, ell, rng, (out[0], out[1], lo))
+        else:
+            parts = _gen_chunk(kind, alpha[lo:hi], beta[lo:hi], n, ell, rng)
+            for key, part in zip(out, parts, strict=True):
+                key.seed[lo:hi], key.scw[lo:hi], key.vcw[lo:hi] = part.seed, part.scw, part.vcw
+                key.tl[lo:hi], key.tr[lo:hi] = part.tl, part.tr
+                key.cw_last[lo:hi] = part.cw_last
+        out[1].scw[lo:hi] = out[0].scw[lo:hi]  # the seed corrections are in both keys
     return out[0], out[1]
 
 
