@@ -4,9 +4,10 @@ training of the same small CNN on the same MNIST data, in the same run.
 All three train the Opacus/TF-Privacy MNIST CNN (26k parameters) with SGD at expected
 batch size 256; the two private ones use the same σ, C and Poisson sampling rate, so
 their accountants must report the same ε (checked and printed). Epochs of the three
-are interleaved (round-robin) so that machine load hits them alike; the per-epoch time
-is the median over epochs. Torch runs on one thread for all three. Test accuracy is
-measured on the 10k MNIST test set after the last epoch.
+are interleaved step by step (round-robin) so that machine load hits them alike; the
+per-epoch time is the median over epochs of the summed step times. Torch runs on one
+thread for all three. Test accuracy is measured on the 10k MNIST test set after the
+last epoch.
 
 Run: ``veil bench dp-sgd [--json] [--output F] [--quick]`` or ``python bench/dp_sgd.py``.
 Opacus is a peer, installed on demand: ``pip install --no-deps opacus==1.6.* opt_einsum``.
@@ -31,14 +32,27 @@ SIGMA, CLIP, BATCH, DELTA = 1.0, 1.0, 256, 1e-5
 LR_PRIVATE, LR_PLAIN = 1.0, 0.1
 
 
-def _epoch(model, opt, loader) -> float:
-    model.train()
-    t0 = time.perf_counter()
-    for x, y in loader:
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return time.perf_counter() - t0
+def _interleaved_epoch(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """One epoch of every method, one step of each in turn (so that machine load, which
+    drifts by 2-3x over minutes on a shared box, hits all of them alike). Each step is
+    timed including fetching its batch; an epoch's time is the sum over its steps."""
+    iters = {name: iter(r["loader"]) for name, r in runs.items()}
+    spent = dict.fromkeys(runs, 0.0)
+    while iters:
+        for name in list(iters):
+            r = runs[name]
+            t0 = time.perf_counter()
+            try:
+                x, y = next(iters[name])
+            except StopIteration:
+                del iters[name]
+                continue
+            r["model"].train()
+            r["opt"].zero_grad()
+            nn.functional.cross_entropy(r["model"](x), y).backward()
+            r["opt"].step()
+            spent[name] += time.perf_counter() - t0
+    return spent
 
 
 @torch.no_grad()
@@ -99,8 +113,8 @@ def run_benchmark(quick: bool = False) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _ in range(epochs):
-            for r in runs.values():
-                r["times"].append(_epoch(r["model"], r["opt"], r["loader"]))
+            for name, t in _interleaved_epoch(runs).items():
+                runs[name]["times"].append(t)
 
     base = statistics.median(runs["non-private"]["times"])
     rows = []

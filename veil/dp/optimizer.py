@@ -100,13 +100,17 @@ class DPOptimizer:
         if self._skip_next:
             self._skip_next = False
             return None
+        # One noise draw for all parameters (per-call overhead dominates small tensors).
+        std = self.noise_multiplier * self.max_grad_norm
+        total = sum(p.numel() for p in self.params)
+        flat = self.generator.normal(total, std=std, dtype=torch.float32)
+        offset = 0
         for p in self.params:
+            noise = flat[offset:offset + p.numel()].view(p.shape)
+            offset += p.numel()
             s = self._summed.get(p)
-            if s is None:
-                s = torch.zeros_like(p)
-            std = self.noise_multiplier * self.max_grad_norm
-            noise = self.generator.normal(p.shape, std=std, dtype=p.dtype).to(p.device)
-            p.grad = (s + noise) / self.expected_batch_size
+            noise = noise.to(device=p.device, dtype=p.dtype)
+            p.grad = (noise if s is None else s + noise) / self.expected_batch_size
         self._summed = {}
         out = self.original_optimizer.step()
         for hook in self.step_hooks:

@@ -99,9 +99,12 @@ class GradSampleModule(nn.Module):
         return hook
 
     def _record(self, m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> None:
-        if self.loss_reduction == "mean":
-            g = g * g.shape[0]
+        # With a mean loss, backprops are 1/B of the per-sample ones; the factor B is
+        # applied to norms and sums later rather than by copying every backprop here.
         self._records.setdefault(m, []).append((a.detach(), g.detach()))
+
+    def _scale(self, g: torch.Tensor) -> float:
+        return float(g.shape[0]) if self.loss_reduction == "mean" else 1.0
 
     def detach(self) -> nn.Module:
         """Remove the taps and return the plain model."""
@@ -154,14 +157,19 @@ class GradSampleModule(nn.Module):
 
     def _layer_parts_inner(self, m: nn.Module, rule: Rule):
         recs = self._records.get(m, [])
+        scale = self._scale(recs[0][1])
         if len(recs) == 1:
-            return rule.norm_and_sum(m, *recs[0])
-        # Layer used several times in one forward (weight sharing): sum per-sample grads.
-        total: dict[str, torch.Tensor] = {}
-        for a, g in recs:
-            for k, v in rule.per_sample(m, a, g).items():
-                total[k] = total[k] + v if k in total else v
-        return materialised_norm_and_sum(total)
+            norm_sq, summer = rule.norm_and_sum(m, *recs[0])
+        else:
+            # Layer used several times in one forward (weight sharing): sum per-sample grads.
+            total: dict[str, torch.Tensor] = {}
+            for a, g in recs:
+                for k, v in rule.per_sample(m, a, g).items():
+                    total[k] = total[k] + v if k in total else v
+            norm_sq, summer = materialised_norm_and_sum(total)
+        if scale == 1.0:
+            return norm_sq, summer
+        return norm_sq * scale**2, lambda c: summer(c * scale)
 
     def per_sample_gradients(self) -> dict[str, torch.Tensor]:
         """``{qualified param name: (B, *shape)}`` for the captured batch (materialised)."""
@@ -174,7 +182,9 @@ class GradSampleModule(nn.Module):
                     grads = rule.per_sample(m, a, g)
                 finally:
                     self._capture = True
+                scale = self._scale(g)
                 for k, v in grads.items():
+                    v = v * scale if scale != 1.0 else v
                     key = f"{name}.{k}" if name else k
                     out[key] = out[key] + v if key in out else v
         return out
