@@ -75,3 +75,4 @@ def test_membership_of_a_saved_model(tmp_path):
     assert report["attacks"]["threshold"]["auc"] > 0.5
     r = runner.invoke(app, ["membership", "--model", str(tmp_path / "m.pt")])
     assert r.exit_code != 0
+

@@ -128,3 +128,13 @@ def test_bad_updates_are_rejected(digits):
         gi.client_update(model, x[:2], y[:1])
     with pytest.raises(ValueError):
         gi.UpdateSpec("fedprox")
+
+
+def test_label_recovery_finds_the_last_weight_without_bias(digits):
+    x, y = digits
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 10, bias=False))
+    update = gi.client_update(model, x[:1], y[:1])
+    assert update[-1].dim() == 2
+    assert gi.recover_labels(update, 1).tolist() == y[:1].tolist()

@@ -312,9 +312,14 @@ def inversion_experiment(out_dir: str | Path, quick: bool = False, dataset: str 
 TV_CANDIDATES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
-def gradient_experiment(out_dir: str | Path, quick: bool = False, seed: int = 0,
+def gradient_experiment(out_dir: str | Path, quick: bool = False, dataset: str = "mnist",
+                        model: torch.nn.Module | None = None, seed: int = 0,
                         tracker: Tracker = _no_progress) -> dict:
-    """Gradient inversion on MNIST under each defence, plus the TV weight per dataset.
+    """Gradient inversion under each defence, plus the TV weight per dataset.
+
+    The attacked model is a small untrained CNN (and the same CNN after 2 epochs for
+    the "trained model" scenario), or ``model`` if given (a classifier for
+    ``dataset``; the trained/untrained comparison is then skipped).
 
     Every scenario attacks the update of fresh client images with Inverting Gradients
     (labels recovered from the update unless said otherwise) and reports PSNR/SSIM of
@@ -325,34 +330,38 @@ def gradient_experiment(out_dir: str | Path, quick: bool = False, seed: int = 0,
     its = 200 if quick else 1000
     restarts = 1
     report: dict = {"experiment": "gradient", "quick": quick, "iterations": its,
-                    "restarts": restarts, "model": "ConvNet(width 8), MNIST", "scenarios": {}}
+                    "restarts": restarts, "dataset": dataset,
+                    "model": "ConvNet(width 8)" if model is None else "provided",
+                    "scenarios": {}}
     gen = torch.Generator().manual_seed(seed)
 
     # TV weight per dataset: tuned on public images (the attacker's own data).
     report["tv_weight"] = {}
     tv = {}
-    datasets = ("mnist",) if quick else ("mnist", "cifar10")
+    datasets = (dataset,) if quick else tuple(dict.fromkeys((dataset, "mnist", "cifar10")))
     advance = tracker("tuning TV weight", len(datasets) * len(TV_CANDIDATES))
     for name in datasets:
         xp, yp = load_dataset(name, "test", limit=2)
         torch.manual_seed(seed)
-        model = gi_model(name)
+        probe = model if (model is not None and name == dataset) else gi_model(name)
         best, scores = gi.tune_tv_weight(
-            model, xp[:1], yp[:1], lambda z, n=name: to_unit(n, z), TV_CANDIDATES,
+            probe, xp[:1], yp[:1], lambda z, n=name: to_unit(n, z), TV_CANDIDATES,
             iterations=its, restarts=1, bounds=pixel_range(name), seed=seed)
         advance(len(TV_CANDIDATES))
         tv[name] = best
         report["tv_weight"][name] = {"chosen": best, "psnr_by_weight": {str(k): v for k, v in
                                                                         scores.items()}}
 
-    x, y = load_dataset("mnist", "train", limit=4000)
+    x, y = load_dataset(dataset, "train", limit=4000)
     perm = torch.randperm(len(x), generator=gen)
     torch.manual_seed(seed)
-    untrained = gi_model("mnist")
-    trained = gi_model("mnist")
-    _fit(trained, x[perm[1000:]], y[perm[1000:]], epochs=2)
+    untrained = gi_model(dataset) if model is None else model
+    trained = None
+    if model is None:
+        trained = gi_model(dataset)
+        _fit(trained, x[perm[1000:]], y[perm[1000:]], epochs=2)
     victims = perm[:64]
-    shape, bounds = tuple(x.shape[1:]), pixel_range("mnist")
+    shape, bounds = tuple(x.shape[1:]), pixel_range(dataset)
     fedavg = gi.UpdateSpec("fedavg", local_steps=4, lr=0.05, local_batch=2)
     scenarios = [
         dict(name="baseline (B=1, untrained, FedSGD)"),
@@ -368,34 +377,37 @@ def gradient_experiment(out_dir: str | Path, quick: bool = False, seed: int = 0,
     if not quick:
         scenarios[4:4] = [dict(name="batch 16", batch=16)]
         scenarios.append(dict(name="DP noise sigma=1 (clip 1)", noise=1.0))
+    if trained is None:
+        scenarios = [sc for sc in scenarios if sc.get("model") != "trained"]
+        scenarios[0]["name"] = "baseline (B=1, given model, FedSGD)"
     advance = tracker("gradient inversion", len(scenarios))
     for sc in scenarios:
         batch, clients = sc.get("batch", 1), sc.get("clients", 1)
         n = batch * clients
         idx = victims[:n]               # the same first images in every scenario
         xs, ys = x[idx], y[idx]
-        model = trained if sc.get("model") == "trained" else untrained
+        net = trained if sc.get("model") == "trained" else untrained
         spec = sc.get("spec", gi.UpdateSpec())
         t0 = time.perf_counter()
-        updates = [gi.client_update(model, xs[k * batch:(k + 1) * batch],
+        updates = [gi.client_update(net, xs[k * batch:(k + 1) * batch],
                                     ys[k * batch:(k + 1) * batch], spec) for k in range(clients)]
         update = gi.aggregate(updates)
         if "noise" in sc:
             update = gi.dp_noise(update, clip=1.0, noise_multiplier=sc["noise"])
         labels = ys if sc.get("known_labels") else gi.recover_labels(update, n)
         if sc.get("attack") == "dlg":
-            rec = gi.dlg(model, update, shape, n, labels=labels, spec=spec,
+            rec = gi.dlg(net, update, shape, n, labels=labels, spec=spec,
                          iterations=100 if quick else 300, bounds=bounds, seed=seed)
         else:
-            rec = gi.inverting_gradients(model, update, shape, labels, spec, tv_weight=tv["mnist"],
+            rec = gi.inverting_gradients(net, update, shape, labels, spec, tv_weight=tv[dataset],
                                          iterations=its, restarts=restarts, bounds=bounds,
                                          seed=seed)
-        quality = gi.image_quality(to_unit("mnist", xs), to_unit("mnist", rec.images))
+        quality = gi.image_quality(to_unit(dataset, xs), to_unit(dataset, rec.images))
         label_acc = _label_accuracy(ys, labels)
         slug = "".join(ch if ch.isalnum() else "_" for ch in sc["name"]).strip("_")[:40]
-        fig = image_grid([("original", to_unit("mnist", xs)),
+        fig = image_grid([("original", to_unit(dataset, xs)),
                           ("reconstruction",
-                           to_unit("mnist", rec.images[torch.tensor(quality["pairing"])]))],
+                           to_unit(dataset, rec.images[torch.tensor(quality["pairing"])]))],
                          out_dir / f"gradient_{slug}.png")
         report["scenarios"][sc["name"]] = {
             "psnr": quality["psnr"], "ssim": quality["ssim"], "label_accuracy": label_acc,

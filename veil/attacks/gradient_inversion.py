@@ -143,7 +143,8 @@ def dp_noise(update: Update, clip: float, noise_multiplier: float,
             for u in update]
 
 
-def recover_labels(update: Update, num_images: int, weight_index: int = -2) -> torch.Tensor:
+def recover_labels(update: Update, num_images: int, weight_index: int | None = None
+                   ) -> torch.Tensor:
     """Labels of the client's batch from the last linear layer's update.
 
     With softmax cross-entropy and non-negative inputs to the last layer, the row of
@@ -152,9 +153,16 @@ def recover_labels(update: Update, num_images: int, weight_index: int = -2) -> t
     Classes with negative sums are taken once each, most negative first; if the batch
     is larger, the remaining slots repeat the classes with the most negative sums.
     FedAvg updates ``w0 - w_end`` have the gradient's sign, so the same rule applies.
+    ``weight_index`` picks the last layer's weight in the update (default: the last
+    2-D tensor).
     """
     if num_images < 1:
         raise ValueError("num_images must be >= 1")
+    if weight_index is None:
+        matrices = [i for i, u in enumerate(update) if u.dim() == 2]
+        if not matrices:
+            raise ValueError("the update has no linear weight (2-D tensor)")
+        weight_index = matrices[-1]
     w = update[weight_index]
     if w.dim() != 2:
         raise ValueError(f"update[{weight_index}] has shape {tuple(w.shape)}, not a linear weight")

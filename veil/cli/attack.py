@@ -118,7 +118,8 @@ def gradient_table(report: dict):
     """Rich table: one row per gradient-inversion scenario."""
     from rich.table import Table
     tvs = ", ".join(f"{k} {v['chosen']:g}" for k, v in report["tv_weight"].items())
-    t = Table(title=f"Gradient inversion on MNIST (TV weight tuned: {tvs})")
+    t = Table(title=f"Gradient inversion on {report.get('dataset', 'mnist')} "
+                    f"(TV weight tuned: {tvs})")
     for col in ("scenario", "images", "PSNR dB", "SSIM", "labels", "seconds"):
         t.add_column(col, justify="left" if col == "scenario" else "right",
                      no_wrap=col == "scenario")
@@ -205,12 +206,17 @@ def gradient(
     quick: bool = _QUICK,
     json_out: bool = _JSON,
     output: Path = typer.Option(Path("attack-reports/gradient"), "--output", "-o"),
+    dataset: str = typer.Option("mnist", "--dataset", help="mnist, cifar10 or digits."),
+    model: Path = typer.Option(None, "--model", help="Attack updates of this saved classifier "
+                               "(torch.save(model) / .pt2 / TorchScript); default: a small CNN."),
     seed: int = _SEED,
     threads: int = _THREADS,
 ) -> None:
     """DLG and Inverting Gradients on federated updates under each defence."""
-    from veil.attacks.experiments import gradient_experiment
+    from veil.attacks.experiments import gradient_experiment, load_model
     _set_threads(threads)
+    net = load_model(model) if model is not None else None
     with _tracker(True) as tracker:
-        report = gradient_experiment(output, quick=quick, seed=seed, tracker=tracker)
+        report = gradient_experiment(output, quick=quick, dataset=dataset, model=net, seed=seed,
+                                     tracker=tracker)
     _finish(report, output, json_out, gradient_table)

@@ -6,9 +6,11 @@ one binary *attack model* per class on those prediction vectors. The target's
 prediction vector on a candidate, routed to the attack model of the candidate's
 class, gives the membership score.
 
-The attack models see the sorted log-probability vector (the paper feeds the
-probability vector; the log makes the near-one confidences of overfit models
-separable and sorting makes the features class-agnostic within a class's model).
+The attack models see the prediction vector as in the paper, log-scaled: the log
+separates the near-one confidences of overfit models (on the quick CIFAR-10 target it
+raised the attack's AUC from 0.940 with raw probabilities to 0.945, and its TPR at
+1% FPR from 0.08 to 0.17; sorting the vector, as some re-implementations do, dropped
+the AUC to 0.846 because it hides which entry is the true class).
 
 Example
 -------
@@ -46,11 +48,11 @@ def default_attack_model() -> ClassifierMixin:
 
 
 def attack_features(probs: torch.Tensor) -> np.ndarray:
-    """Sorted (descending) log-probabilities, ``(N, C)`` float64."""
+    """Log-probabilities in class order, ``(N, C)`` float64."""
     p = torch.as_tensor(probs, dtype=torch.float64)
     if p.dim() != 2:
         raise ValueError(f"need probabilities (N, C), got shape {tuple(p.shape)}")
-    return np.sort(np.log(np.clip(p.numpy(), _EPS, None)), axis=1)[:, ::-1].copy()
+    return np.log(np.clip(p.numpy(), _EPS, None))
 
 
 class ShadowAttack:
