@@ -129,7 +129,7 @@ def test_bad_delta_is_refused(delta):
 
 @pytest.mark.parametrize("name", ["rdp", "pld"])
 def test_calibration_meets_target_tightly(name):
-    q, steps = 256 / 60000, 1170
+    q, steps = 0.01, 300
     sigma = noise_multiplier_for(2.0, 1e-5, q, steps, accountant=name)
     eps = epsilon_for(sigma, q, steps, 1e-5, name)
     assert 2.0 * 0.98 <= eps <= 2.0
