@@ -48,8 +48,9 @@ CRYPTEN_REFERENCE = {
 ARIANN_LAN = {"alexnet": (0.15, 0.078), "vgg16": (1.75, 1.55), "resnet18": (19.9, 13.9)}
 
 
-def configs(quick: bool, models: list[str] | None = None) -> list[tuple[str, int]]:
-    """``(model, batch)`` pairs to measure."""
+def configs(quick: bool, models: list[str] | None = None,
+            batches: list[int] | None = None) -> list[tuple[str, int]]:
+    """``(model, batch)`` pairs to measure (``batches`` overrides the default sizes)."""
     from veil.models import ZOO
 
     chosen = [m.lower() for m in (models or MODELS)]
@@ -58,11 +59,11 @@ def configs(quick: bool, models: list[str] | None = None) -> list[tuple[str, int
             raise ValueError(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
     out: list[tuple[str, int]] = []
     for m in chosen:
-        batches = [1] if quick and m in ("vgg16", "resnet18", "alexnet") else \
+        sizes = [1] if quick and m in ("vgg16", "resnet18", "alexnet") else \
             [1, 8] if quick else [1, ZOO[m].batch_size]
         if m == "lenet" and not quick:
-            batches.append(64)  # the CrypTen comparison point
-        out += [(m, b) for b in sorted(set(batches))]
+            sizes.append(64)  # the CrypTen comparison point
+        out += [(m, b) for b in sorted(set(batches or sizes))]
     return out
 
 
@@ -255,7 +256,7 @@ def _table(data: dict[str, Any]) -> Table:
 
 def main(json_stdout: bool = False, output: Path | None = None, quick: bool = False,
          models: list[str] | None = None, resume: bool = True, crypten: bool = True,
-         transport: str = "tcp") -> dict[str, Any]:
+         transport: str = "tcp", batches: list[int] | None = None) -> dict[str, Any]:
     """Run the benchmark, print the table, write JSON (default ``bench/results/inference.json``).
 
     ``resume`` keeps configurations already in the output file (delete it, or pass
@@ -270,7 +271,7 @@ def main(json_stdout: bool = False, output: Path | None = None, quick: bool = Fa
     data["setup"] = {"transport": transport, "threads_per_party": 1, "quick": quick,
                      "machine_cores": os.cpu_count(), "torch": torch.__version__,
                      "lan_model": LAN.name, "wan_model": WAN.name}
-    for name, batch in configs(quick, models):
+    for name, batch in configs(quick, models, batches):
         key = _row_key(name, batch)
         if key in data["rows"]:
             continue
@@ -310,13 +311,16 @@ def _cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small configurations only")
     parser.add_argument("--models", default=None,
                         help=f"comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--batches", default=None,
+                        help="comma-separated batch sizes overriding the defaults")
     parser.add_argument("--fresh", action="store_true", help="ignore results already saved")
     parser.add_argument("--no-crypten", action="store_true", help="skip the CrypTen peer")
     parser.add_argument("--transport", default="tcp", choices=["tcp", "local"])
     ns = parser.parse_args(argv)
     main(json_stdout=ns.json, output=ns.output, quick=ns.quick,
          models=ns.models.split(",") if ns.models else None, resume=not ns.fresh,
-         crypten=not ns.no_crypten, transport=ns.transport)
+         crypten=not ns.no_crypten, transport=ns.transport,
+         batches=[int(b) for b in ns.batches.split(",")] if ns.batches else None)
 
 
 if __name__ == "__main__":

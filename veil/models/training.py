@@ -31,7 +31,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "network1": {"epochs": 6, "batch_size": 64, "lr": 2e-3},
     "network2": {"epochs": 3, "batch_size": 128, "lr": 3e-3},
     "lenet": {"epochs": 2, "batch_size": 128, "lr": 3e-3},
-    "alexnet": {"epochs": 10, "batch_size": 128, "lr": 2e-3},
+    "alexnet": {"epochs": 4, "batch_size": 128, "lr": 2e-3},
     "vgg16": {"epochs": 10, "batch_size": 128, "lr": 2e-3},
 }
 
