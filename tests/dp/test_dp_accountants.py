@@ -107,7 +107,7 @@ def test_history_merges_and_counts():
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(noise_multiplier=0.0, sample_rate=0.1), dict(noise_multiplier=-1, sample_rate=0.1),
+    dict(noise_multiplier=-1, sample_rate=0.1),
     dict(noise_multiplier=float("nan"), sample_rate=0.1),
     dict(noise_multiplier=1.0, sample_rate=1.5), dict(noise_multiplier=1.0, sample_rate=0.1,
                                                       steps=-1),
@@ -142,3 +142,11 @@ def test_calibration_refuses_impossible_targets():
     with pytest.raises(ValueError):
         noise_multiplier_for(1e-9, 1e-5, 1.0, 10**6)
 
+
+
+@pytest.mark.parametrize("name", ["rdp", "pld"])
+def test_noiseless_steps_mean_infinite_epsilon(name):
+    acc = make_accountant(name)
+    acc.step(noise_multiplier=1.0, sample_rate=0.1, steps=10)
+    acc.step(noise_multiplier=0.0, sample_rate=0.1)  # clipping-only training step
+    assert acc.get_epsilon(1e-5) == math.inf

@@ -21,7 +21,10 @@ class Accountant(ABC):
 
     def step(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1) -> None:
         """Record ``steps`` applications of the subsampled Gaussian mechanism."""
-        check_mechanism(noise_multiplier, sample_rate, steps)
+        if noise_multiplier == 0 and 0 <= sample_rate <= 1:  # clipping only: no privacy
+            noise_multiplier = 0.0
+        else:
+            check_mechanism(noise_multiplier, sample_rate, steps)
         if self.history and self.history[-1][:2] == (noise_multiplier, sample_rate):
             sigma, q, k = self.history[-1]
             self.history[-1] = (sigma, q, k + steps)
@@ -36,6 +39,10 @@ class Accountant(ABC):
     @abstractmethod
     def get_epsilon(self, delta: float) -> float:
         """The ε such that the recorded composition is (ε, δ)-DP."""
+
+    def _noiseless(self) -> bool:
+        """A step without noise (σ = 0, q > 0) was recorded: ε is infinite."""
+        return any(sigma == 0 and q > 0 and k > 0 for sigma, q, k in self.history)
 
     def __len__(self) -> int:
         return self.steps

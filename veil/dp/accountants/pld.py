@@ -200,7 +200,7 @@ class PLDAccountant(Accountant):
             return self._cache[key]
         total: DiscretePLD | None = None
         for sigma, q, k in self.history:
-            if q == 0 or k == 0:
+            if q == 0 or k == 0 or sigma == 0:
                 continue
             one = subsampled_gaussian_pld(sigma, q, direction, self.interval).self_compose(k)
             total = one if total is None else total.compose(one)
@@ -209,6 +209,8 @@ class PLDAccountant(Accountant):
 
     def get_epsilon(self, delta: float) -> float:
         check_delta(delta)
+        if self._noiseless():
+            return math.inf
         eps = 0.0
         for direction in ("remove", "add"):
             pld = self._composed(direction)
@@ -218,6 +220,8 @@ class PLDAccountant(Accountant):
 
     def get_delta(self, epsilon: float) -> float:
         """The δ of the composition at a given ε."""
+        if self._noiseless():
+            return 1.0
         d = 0.0
         for direction in ("remove", "add"):
             pld = self._composed(direction)

@@ -150,6 +150,8 @@ class RDPAccountant(Accountant):
     def _rdp(self) -> np.ndarray:
         total = np.zeros(len(self.orders))
         for sigma, q, k in self.history:
+            if sigma == 0:  # only q == 0 (never sampled) gets here: no privacy cost
+                continue
             key = (sigma, q)
             if key not in self._cache:
                 self._cache[key] = compute_rdp(sigma, q, 1, self.orders)
@@ -161,4 +163,7 @@ class RDPAccountant(Accountant):
 
     def get_epsilon_and_order(self, delta: float) -> tuple[float, float]:
         """(ε, best order α)."""
+        if self._noiseless():
+            check_delta(delta)
+            return math.inf, math.nan
         return rdp_to_epsilon(self._rdp(), self.orders, delta)
