@@ -33,6 +33,8 @@ def epsilon_cmd(
     from veil.dp.accountants import make_accountant
 
     try:
+        if not sigma > 0:
+            raise ValueError(f"--sigma must be > 0 (σ = 0 gives no privacy: ε = ∞), got {sigma}")
         acc = make_accountant(accountant)
         acc.step(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)
         eps = acc.get_epsilon(delta)
