@@ -41,6 +41,10 @@ def _models():
             nn.Conv2d(4, 6, 3, padding=(1, 2), stride=(2, 1), dilation=(1, 2), groups=2),
             nn.ReLU(), nn.Conv2d(6, 3, 2, bias=False), nn.Flatten(), nn.LazyLinear(3)),
             torch.randn(6, 4, 9, 8)),
+        "conv2d-strided": (nn.Sequential(
+            nn.Conv2d(3, 5, (3, 2), stride=(2, 1), padding=(1, 2)), nn.ReLU(),
+            nn.Conv2d(5, 4, 3, stride=2, bias=False), nn.Flatten(), nn.LazyLinear(3)),
+            torch.randn(4, 3, 11, 9)),
         "conv-ghost-norm": (nn.Sequential(
             nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 32, 2, groups=2), nn.Flatten(),
             nn.LazyLinear(3)), torch.randn(5, 3, 5, 5)),
