@@ -7,7 +7,9 @@ import torch
 
 from veil.models import has_weights, load_weights, train_zoo_model
 from veil.models.training import dataset
+from veil.nn import convert
 from veil.nn.inference import secure_inference
+from veil.nn.twin import twin_forward
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +24,21 @@ def lenet() -> torch.nn.Module:
 
 
 def test_private_lenet_agrees_with_plaintext_on_real_mnist(lenet) -> None:
-    x, y = dataset("lenet", "test", limit=256)
+    # Secure LeNet costs ~0.2 M FSS comparisons per 8 images, so the suite runs a small
+    # batch securely (it must equal the fixed-point twin) and checks the twin's agreement
+    # with float PyTorch on 1,000 images; the benchmark runs 128 images securely.
+    x, y = dataset("lenet", "test", limit=1000)
     with torch.no_grad():
         plain = lenet(x)
-    logits, report = secure_inference(lenet, x, transport="local")
-    agreement = (logits.argmax(1) == plain.argmax(1)).float().mean()
-    assert agreement >= 0.995
-    assert (logits.argmax(1) == y).float().mean() >= 0.95
-    assert (logits - plain.double()).abs().max() < 0.05
+    graph = convert(lenet, (1, 28, 28))
+    twin = twin_forward(graph, x)
+    assert (twin.argmax(1) == plain.argmax(1)).float().mean() >= 0.995
+    n = 8
+    logits, report = secure_inference(lenet, x[:n], transport="local")
+    assert (logits - twin[:n]).abs().max() < 2e-3
+    assert (logits.argmax(1) == plain[:n].argmax(1)).float().mean() >= 0.995
+    assert (logits.argmax(1) == y[:n]).float().mean() >= 0.9
+    assert (logits - plain[:n].double()).abs().max() < 0.05
     assert report.dealer_key_bytes > 0 and report.online_rounds > 0
 
 
@@ -40,8 +49,8 @@ def test_demo_runs_three_processes_over_tcp(lenet, monkeypatch) -> None:
     monkeypatch.setattr("veil.models.has_weights", lambda name: True)
     monkeypatch.setattr("veil.models.load_weights",
                         lambda name: (lenet, {"test_accuracy": 0.99}))
-    result = demo.run_lenet_demo(images=8, transport="tcp", quiet=True)
-    assert result["images"] == 8 and result["transport"] == "tcp"
+    result = demo.run_lenet_demo(images=4, transport="tcp", quiet=True)
+    assert result["images"] == 4 and result["transport"] == "tcp"
     assert result["agreement"] == 1.0
     assert result["online_rounds"] > 0 and result["offline_bytes"] > 0
 
