@@ -27,7 +27,8 @@ USE_KERNELS = kernels.AVAILABLE
 ONE = np.uint64(1)
 # Fixed-key families: seeds and level words use keys 0.., the final Convert uses its own.
 _CONVERT_FIRST = 1 << 20
-EVAL_CHUNK = 1 << 14  # keeps the per-level temporaries in cache (measured)
+EVAL_CHUNK = 1 << 12  # keys per evaluation pass: their correction words stay in cache
+GEN_CHUNK = 1 << 14  # key pairs per keygen pass
 
 
 def _ring_mask(ell: int) -> np.uint64:
@@ -290,8 +291,8 @@ def gen(
     tl, tr = np.empty((num, n), np.uint8), np.empty((num, n), np.uint8)
     out = [TreeKey(kind, b, n, ell, width, seeds[b][:, 0], seeds[b][:, 1:], vcw, tl, tr,
                    cw_last, seeds_buf=seeds[b], values_buf=values) for b in (0, 1)]
-    for lo in range(0, num, EVAL_CHUNK):
-        hi = min(lo + EVAL_CHUNK, num)
+    for lo in range(0, num, GEN_CHUNK):
+        hi = min(lo + GEN_CHUNK, num)
         if USE_KERNELS:
             _gen_chunk_fused(kind, alpha[lo:hi], beta[lo:hi], n, ell, rng, (out[0], out[1], lo))
         else:
