@@ -49,8 +49,8 @@ def noise_multiplier_for(
     >>> epsilon_for(s, 256 / 60000, 2340, 1e-5) <= 1.0
     True
     """
-    def _eps(sigma, q, k, d, name):
-        return _calibration_epsilon(sigma, q, k, d, name)
+    def eps(sigma: float) -> float:
+        return _calibration_epsilon(sigma, sample_rate, steps, target_delta, accountant)
 
     if not (target_epsilon > 0 and math.isfinite(target_epsilon)):
         raise ValueError(f"target_epsilon must be a positive number, got {target_epsilon}")
@@ -63,7 +63,7 @@ def noise_multiplier_for(
                                   tolerance)
     else:
         hi = 1.0
-        while _eps(hi, sample_rate, steps, target_delta, accountant) > target_epsilon:
+        while eps(hi) > target_epsilon:
             hi *= 2
             if hi > 1e4:
                 raise ValueError(
@@ -73,7 +73,7 @@ def noise_multiplier_for(
     # accountants need 10-30 % less noise than RDP: start the walk close.
     shrink = 0.5 if accountant.lower() == "rdp" else 0.8
     lo = hi * shrink
-    while _eps(lo, sample_rate, steps, target_delta, accountant) <= target_epsilon:
+    while eps(lo) <= target_epsilon:
         hi, lo = lo, lo * shrink
         if lo < 1e-3:
             return hi
@@ -81,8 +81,8 @@ def noise_multiplier_for(
     # >= ε(hi). Converges in a few evaluations (ε is smooth and monotone in σ); the
     # returned σ always meets the target.
     log_t = math.log(target_epsilon)
-    f_lo = math.log(_eps(lo, sample_rate, steps, target_delta, accountant)) - log_t
-    eps_hi = _eps(hi, sample_rate, steps, target_delta, accountant)
+    f_lo = math.log(eps(lo)) - log_t
+    eps_hi = eps(hi)
     f_hi = math.log(max(eps_hi, 1e-300)) - log_t
     side = 0
     for _ in range(60):
@@ -93,15 +93,15 @@ def noise_multiplier_for(
         if not x_lo < x < x_hi:
             x = (x_lo + x_hi) / 2
         mid = math.exp(x)
-        eps = _eps(mid, sample_rate, steps, target_delta, accountant)
-        f = math.log(max(eps, 1e-300)) - log_t
+        e_mid = eps(mid)
+        f = math.log(max(e_mid, 1e-300)) - log_t
         if f > 0:
             lo, f_lo = mid, f
             if side == -1:
                 f_hi /= 2
             side = -1
         else:
-            hi, f_hi, eps_hi = mid, f, eps
+            hi, f_hi, eps_hi = mid, f, e_mid
             if side == 1:
                 f_lo /= 2
             side = 1
