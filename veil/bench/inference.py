@@ -264,7 +264,7 @@ def main(json_stdout: bool = False, output: Path | None = None, quick: bool = Fa
     """
     path = Path(output) if output is not None else (
         DEFAULT_OUTPUT.with_name("inference_quick.json") if quick else DEFAULT_OUTPUT)
-    console = Console(stderr=json_stdout)
+    console = Console(stderr=json_stdout, width=max(Console().width, 150))
     data = _load(path) if resume else {}
     data.setdefault("rows", {})
     data.setdefault("crypten", {})
