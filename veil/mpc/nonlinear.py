@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from veil.mpc.tensor import SecretTensor
 
 #: Elements per gate invocation (one round each); bounds the key memory of one round.
-MAX_CHUNK = 1 << 16
+MAX_CHUNK = 1 << 17
 #: The default comparison protocol. ``"ariann"`` is AriaNN's (has errors); never the default.
 DEFAULT_METHOD = "exact"
 # Padding for max-pool windows: below every encodable value, and the difference of it with
