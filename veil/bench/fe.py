@@ -46,6 +46,26 @@ def _direct_one_output(mpk, msk, net, x: np.ndarray) -> tuple[float, int]:
     return seconds, y
 
 
+def reference_ops() -> dict[str, float]:
+    """Microseconds per pymcl operation in this run (shows how busy the machine was)."""
+    from pymcl import pairing
+
+    from veil.fe.group import G1_GEN, G2_GEN, fr, random_scalars
+
+    a = fr(random_scalars(1)[0])
+    p, q = G1_GEN * a, G2_GEN * a
+
+    def per_call(f, reps: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            f()
+        return (time.perf_counter() - t0) / reps * 1e6
+
+    return {"g1_mul_us": per_call(lambda: p * a, 300), "g2_mul_us": per_call(lambda: q * a, 200),
+            "pairing_us": per_call(lambda: pairing(p, q), 50),
+            "g1_add_us": per_call(lambda: p + p, 3000), "g2_add_us": per_call(lambda: q + q, 3000)}
+
+
 def run(quick: bool = False, full: bool = False, images: int | None = None,
         progress=None) -> dict:
     """Run the benchmark and return the results as a dict."""
@@ -87,7 +107,11 @@ def run(quick: bool = False, full: bool = False, images: int | None = None,
         "dlog_table_bytes": int(solver._keys.nbytes + solver._values.nbytes),
     }
     decrypt_s = enc["decrypt_s_mean"]
+    ops = reference_ops()
+    n = net.P.shape[0]
+    encrypt_floor = 2 * n * (ops["g1_mul_us"] + ops["g2_mul_us"]) * 1e-6
     return {
+        "reference_ops": ops,
         "device": "cpu (one core, pymcl BLS12-381)",
         "model": {"k": model.k, "outputs": model.outputs, "widths": net.widths,
                   "bound": net.bound},
@@ -117,6 +141,9 @@ def run(quick: bool = False, full: bool = False, images: int | None = None,
             "encrypt_over_target": enc["encrypt_s_mean"] / TARGET_ENCRYPT_S,
             "decrypt_over_target": decrypt_s / TARGET_DECRYPT_S,
             "encrypted_over_plaintext": (enc["encrypt_s_mean"] + decrypt_s) / plaintext_s,
+            # 2n full scalar multiplications in G1 and in G2 are the floor of any
+            # implementation of this encryption on this library: overhead above it is ours.
+            "encrypt_over_scalar_mul_floor": enc["encrypt_s_mean"] / encrypt_floor,
         },
         "direct_path_checked": direct_y == int(net.quadratic(x0[None])[0, 0]),
         "sizes": sizes,
@@ -156,6 +183,10 @@ def _print(results: dict) -> None:
                   f"{r['encrypt_over_target']:.2f}", f"{r['decrypt_over_target']:.2f}",
                   f"{r['encrypted_over_plaintext']:.0f}x")
     console.print(table)
+    ops = results["reference_ops"]
+    console.print(f"pymcl in this run: G1 mul {ops['g1_mul_us']:.0f} us, G2 mul "
+                  f"{ops['g2_mul_us']:.0f} us, pairing {ops['pairing_us']:.0f} us; encrypt = "
+                  f"{r['encrypt_over_scalar_mul_floor']:.2f} x the 2n+2n scalar-mul floor")
     console.print(f"setup {t['setup']:.2f} s, keygen {t['keygen_10_outputs']:.3f} s; "
                   f"ciphertext {s['ciphertext_bytes']:,} B, functional keys "
                   f"{s['functional_keys_bytes_10_outputs']} B (+ public P, D), mpk "

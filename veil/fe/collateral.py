@@ -59,10 +59,12 @@ class CollateralConfig:
     adv_epochs: int = 8
     semi_rounds: int = 6
     alpha: float = 1.0
-    #: ``"negative"``: the quadratic part minimises ``L_main - alpha * L_adv`` (the paper's
-    #: objective); ``"confusion"``: ``L_main + alpha * CE(adversary, uniform)``, which pushes
-    #: the simulated adversary to 50/50 instead of rewarding a flipped (still informative) one.
-    adversarial_loss: str = "negative"
+    #: ``"confusion"`` (default): the quadratic part minimises
+    #: ``L_main + alpha * CE(adversary, uniform)``, pushing the simulated adversary to 50/50;
+    #: ``"negative"``: ``L_main - alpha * L_adv`` (the paper's objective). Measured on the full
+    #: study, "negative" is unbounded below and rewards a *flipped* adversary, which is still
+    #: informative: the fresh adversary then reached 83% on the font (vs 69% without it).
+    adversarial_loss: str = "confusion"
     batch_size: int = 128
     lr: float = 3e-3
     digit: int = 5
@@ -351,7 +353,7 @@ def plot_report(report: dict, path) -> None:
     ax1.axhline(0.5, color="gray", ls=":", lw=1, label="50% baseline")
     ax1.set_xticks(pos, names, rotation=15, fontsize=8)
     ax1.set_ylim(0.4, 1.0)
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=7, loc="lower left")
     ax1.set_title("Main task vs collateral leakage")
     width = 0.8 / len(settings)
     for j, s in enumerate(settings):

@@ -169,7 +169,7 @@ def mnist_quadnet(k: int = 40, epochs: int = 20, retrain: bool = False,
     """The MNIST QuadNet, trained once (one to two minutes on 2 cores) and cached."""
     from veil.data import load_mnist
 
-    path = models_dir() / f"fe-quadnet-k{k}-e{epochs}.pt"
+    path = models_dir() / f"fe-quadnet-k{k}-e{epochs}-shift1.pt"
     model = QuadNet(k=k)
     if path.exists() and not retrain:
         model.load_state_dict(torch.load(path, weights_only=True))
@@ -178,8 +178,10 @@ def mnist_quadnet(k: int = 40, epochs: int = 20, retrain: bool = False,
         torch.manual_seed(0)  # not-secret: reproducible weight initialisation
         model = QuadNet(k=k)
         x, y = load_mnist("train")
+        # One-pixel random shifts: +0.4 points of test accuracy over no augmentation (and
+        # two pixels were worse), measured on a held-out part of the training set.
         train_quadnet(model, x, y, epochs=epochs, quant_aware_epochs=max(1, epochs // 4),
-                      progress=progress)
+                      progress=progress, max_shift=1)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), path)
     return model

@@ -29,6 +29,7 @@ Example
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -147,10 +148,11 @@ class QuadNet(nn.Module):
     @torch.no_grad()
     def integerise(self) -> IntQuadNet:
         """The integer twin: exactly what functional decryption computes."""
-        a, c = (t.double() for t in self._folded_projection())
-        alpha, beta = (float(s) for s in self._scales())
+        m = copy.deepcopy(self).double()   # all in float64, as the twin's tests check
+        a, c = m._folded_projection()
+        alpha, beta = (float(s) for s in m._scales())
         P = torch.cat([a.T, c[None, :]], 0) * alpha
-        D = self.head.weight.double().T * beta
+        D = m.head.weight.T * beta
         return IntQuadNet(
             P=torch.round(P).to(torch.int64).numpy(),
             D=torch.round(D).to(torch.int64).numpy(),
