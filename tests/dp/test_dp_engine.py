@@ -166,3 +166,21 @@ def test_optimizer_refuses_bad_settings():
             max_grad_norm=0.0)
     with pytest.raises(ValueError):
         poisson_loader(_data(20, 2), batch_size=50)
+
+
+def test_lr_schedulers_accept_the_dp_optimizer():
+    model = nn.Linear(5, 2)
+    engine = PrivacyEngine()
+    dp_model, opt, loader = engine.make_private(
+        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.4),
+        data_loader=DataLoader(_data(40), batch_size=10), noise_multiplier=1.0,
+        max_grad_norm=1.0)
+    assert isinstance(opt, torch.optim.Optimizer)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    for x, y in loader:
+        opt.zero_grad()
+        nn.functional.cross_entropy(dp_model(x), y).backward()
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
+    assert opt.original_optimizer.param_groups[0]["lr"] == pytest.approx(0.1)

@@ -11,7 +11,7 @@ from veil.csprng import CSPRNG
 from veil.dp.grad_sample import GradSampleModule
 
 
-class DPOptimizer:
+class DPOptimizer(Optimizer):
     """Wraps a torch optimizer for DP-SGD (Abadi et al. 2016).
 
     On :meth:`step`: each sample's gradient (over all parameters) is clipped to norm
@@ -55,14 +55,31 @@ class DPOptimizer:
         self.last_stats: dict = {}
         self.params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
 
-    # torch.optim.Optimizer look-alike ------------------------------------------------------
+    # torch.optim.Optimizer interface, delegated to the wrapped optimizer (the subclassing
+    # lets LR schedulers and other tools accept a DPOptimizer) ----------------------------
     @property
-    def param_groups(self):
+    def param_groups(self):  # type: ignore[override]
         return self.original_optimizer.param_groups
 
+    @param_groups.setter
+    def param_groups(self, value) -> None:
+        self.original_optimizer.param_groups = value
+
     @property
-    def state(self):
+    def state(self):  # type: ignore[override]
         return self.original_optimizer.state
+
+    @state.setter
+    def state(self, value) -> None:
+        self.original_optimizer.state = value
+
+    @property
+    def defaults(self):  # type: ignore[override]
+        return self.original_optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value) -> None:
+        self.original_optimizer.defaults = value
 
     def state_dict(self):
         return self.original_optimizer.state_dict()
