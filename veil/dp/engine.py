@@ -7,6 +7,7 @@ records every noisy step.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -77,6 +78,10 @@ class PrivacyEngine:
         else:
             if data_loader.batch_size is None:
                 raise ValueError("data_loader needs a batch_size")
+            warnings.warn(
+                "poisson_sampling=False: the accountants assume Poisson sampling; with "
+                "shuffled fixed-size batches the reported ε is a heuristic, not a guarantee",
+                stacklevel=2)
             self.sample_rate = data_loader.batch_size / n
             expected = data_loader.batch_size
         gsm = module if isinstance(module, GradSampleModule) else GradSampleModule(
