@@ -16,8 +16,9 @@ The study, all on the font-digits dataset:
 3. **Mitigation 2**: semi-adversarial training against a simulated adversary,
    alternating (a) the main head with the quadratic part frozen, (b) the
    adversary with the quadratic part frozen, (c) the quadratic part on
-   ``L_main - alpha * L_adv``. A *fresh* adversary is then trained on the frozen
-   outputs to measure what actually leaks.
+   ``L_main - alpha * L_adv`` (the paper) or, by default, on
+   ``L_main + alpha * CE(adversary, uniform)`` (see ``adversarial_loss``). A *fresh*
+   adversary is then trained on the frozen outputs to measure what actually leaks.
 4. **Distinguishers**: one fixed digit in the two fonts, mapped through each
    model's outputs, attacked by ten scikit-learn classifiers (ridge, logistic
    regression, QDA, RBF SVM, Gaussian process, Gaussian naive Bayes, k nearest
