@@ -29,7 +29,7 @@ lint: install
 	$(BIN)/ruff check veil tests bench
 
 bench: install
-	$(BIN)/veil bench all --json-dir bench/results
+	$(BIN)/veil bench all
 
 clean:
 	rm -rf $(VENV) build *.egg-info
