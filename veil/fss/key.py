@@ -1,16 +1,17 @@
 """Batched FSS tree keys (DPF and DCF), their exact sizes and bit-packed format.
 
 A :class:`TreeKey` holds one party's keys for ``N`` independent point or
-comparison functions, field by field as numpy arrays, key-major (row ``k`` is
-key ``k``, as in the packed format, so packing is a few sequential copies):
+comparison functions, field by field as numpy arrays laid out level-major (so
+that evaluating level ``i`` of all ``N`` keys reads contiguous memory: measured
+about twice as fast as key-major rows):
 
 =========  ===================  =============================================
 field      shape, dtype         meaning
 =========  ===================  =============================================
 seed       (N, 2) uint64        root seed s^(0) (λ = 128 bits)
-scw        (N, n, 2) uint64     seed correction word per level
-vcw        (N, n, m) uint64     value correction word per level (DCF only)
-tl, tr     (N, n) uint8         control-bit correction words per level
+scw        (n, N, 2) uint64     seed correction word per level
+vcw        (n, N, m) uint64     value correction word per level (DCF only)
+tl, tr     (n, N) uint8         control-bit correction words per level
 cw_last    (N, m) uint64        final output correction word
 =========  ===================  =============================================
 
@@ -134,6 +135,14 @@ class TreeKey:
         return self._consumed
 
     # -- bit-packed format ----------------------------------------------------------------
+    def _per_key_values(self) -> np.ndarray:
+        """(N, nvals) uint64: value corrections level by level, then the final word."""
+        num = self.count
+        if self.kind == "dcf":
+            vcw = self.vcw.transpose(1, 0, 2).reshape(num, -1)
+            return np.concatenate([vcw, self.cw_last], axis=1)
+        return np.ascontiguousarray(self.cw_last)
+
     def pack(self) -> np.ndarray:
         """The keys as bytes, ``(N, nbytes)`` uint8: exactly :attr:`bits` bits per key.
 
@@ -143,12 +152,10 @@ class TreeKey:
         then the ``2n`` control-bit corrections.
         """
         num = self.count
-        seeds = np.concatenate([self.seed[:, None, :], self.scw], axis=1)
-        parts = [seeds.reshape(num, -1).view(np.uint8)]
-        vals = self.cw_last
-        if self.kind == "dcf":
-            vals = np.concatenate([self.vcw.reshape(num, -1), vals], axis=1)
-        tbits = np.concatenate([self.tl, self.tr], axis=1)
+        seeds = np.concatenate([self.seed[None], self.scw], axis=0).transpose(1, 0, 2)
+        parts = [np.ascontiguousarray(seeds).reshape(num, -1).view(np.uint8)]
+        vals = self._per_key_values()
+        tbits = np.concatenate([self.tl.T, self.tr.T], axis=1)
         if self.ell % 8 == 0:
             byte_vals = np.ascontiguousarray(vals).view(np.uint8).reshape(num, vals.shape[1], 8)
             parts.append(byte_vals[:, :, : self.ell // 8].reshape(num, -1))
@@ -160,67 +167,14 @@ class TreeKey:
         assert out.shape[1] == self.nbytes
         return out
 
-    def to_parts(self) -> dict[str, np.ndarray]:
-        """The same bits as :meth:`pack`, as three arrays that need no bit shuffling.
-
-        ``seeds`` ``(N, n+1, 2)`` int64 (root seed and seed corrections), ``values``
-        ``(N, v)`` int64 (value corrections and final word when ``ell = 64``, else
-        empty) and ``bits`` ``(N, b)`` uint8 (the control bits, and the values when
-        ``ell < 64``, bit-packed). Their total size per key is :attr:`nbytes`.
-        :meth:`from_parts` rebuilds the keys as views, without copying the seeds.
-        """
-        num = self.count
-        if self.seeds_buf is not None:
-            seeds = self.seeds_buf
-        else:
-            seeds = np.empty((num, self.n + 1, 2), dtype=np.uint64)
-            seeds[:, 0] = self.seed
-            seeds[:, 1:] = self.scw
-        if self.values_buf is not None:
-            vals = self.values_buf
-        else:
-            vals = self.cw_last
-            if self.kind == "dcf":
-                vals = np.concatenate([self.vcw.reshape(num, -1), vals], axis=1)
-        tbits = np.concatenate([self.tl, self.tr], axis=1)
-        if self.ell == 64:
-            values = np.ascontiguousarray(vals)
-            bits = np.packbits(tbits, axis=1, bitorder="little")
-        else:
-            values = np.zeros((num, 0), dtype=np.uint64)
-            bits = np.packbits(np.concatenate([_field_bits(vals, self.ell), tbits], axis=1),
-                               axis=1, bitorder="little")
-        return {"seeds": seeds.view(np.int64), "values": values.view(np.int64), "bits": bits}
-
-    @classmethod
-    def from_parts(cls, parts: dict, kind: str, party: int, n: int, ell: int,
-                   width: int = 1) -> TreeKey:
-        """Rebuild a batch from :meth:`to_parts` (checks every shape)."""
-        seeds, values, bits = (np.asarray(parts[k]) for k in ("seeds", "values", "bits"))
-        num = seeds.shape[0] if seeds.ndim == 3 else -1
-        nvals = width * (n + 1) if kind == "dcf" else width
-        nv = nvals if ell == 64 else 0
-        nbits = 2 * n + (0 if ell == 64 else nvals * ell)
-        if (seeds.shape != (num, n + 1, 2) or seeds.dtype != np.int64
-                or values.shape != (num, nv) or values.dtype != np.int64
-                or bits.shape != (num, (nbits + 7) // 8) or bits.dtype != np.uint8):
-            raise ValueError(f"{kind} key parts for n={n}, ell={ell}, width={width} have the "
-                             f"wrong shapes: {seeds.shape}, {values.shape}, {bits.shape}")
-        seeds = seeds.view(np.uint64)
-        tb = np.unpackbits(bits, axis=1, bitorder="little")
-        if ell == 64:
-            vals = values.view(np.uint64)
-            tbits = tb[:, : 2 * n]
-        else:
-            vals = _bits_field(tb[:, : nvals * ell], nvals, ell)
-            tbits = tb[:, nvals * ell : nvals * ell + 2 * n]
+    @staticmethod
+    def _split_values(vals: np.ndarray, kind: str, n: int, width: int):
+        num = vals.shape[0]
         if kind == "dcf":
-            vcw, cw_last = vals[:, : n * width].reshape(num, n, width), vals[:, n * width :]
-        else:
-            vcw, cw_last = np.zeros((num, n, 0), dtype=np.uint64), vals
-        return cls(kind=kind, party=party, n=n, ell=ell, width=width, seed=seeds[:, 0],
-                   scw=seeds[:, 1:], vcw=vcw, tl=np.ascontiguousarray(tbits[:, :n]),
-                   tr=np.ascontiguousarray(tbits[:, n:]), cw_last=cw_last)
+            vcw = np.ascontiguousarray(vals[:, : n * width].reshape(num, n, width)
+                                       .transpose(1, 0, 2))
+            return vcw, np.ascontiguousarray(vals[:, n * width :])
+        return np.zeros((n, num, 0), dtype=np.uint64), np.ascontiguousarray(vals)
 
     @classmethod
     def unpack(
@@ -237,6 +191,7 @@ class TreeKey:
         num = data.shape[0]
         seed_bytes = 16 * (n + 1)
         seeds = np.ascontiguousarray(data[:, :seed_bytes]).view(np.uint64).reshape(num, n + 1, 2)
+        seeds = np.ascontiguousarray(seeds.transpose(1, 0, 2))
         nvals = width * (n + 1) if kind == "dcf" else width
         rest = data[:, seed_bytes:]
         if ell % 8 == 0:
@@ -249,22 +204,71 @@ class TreeKey:
             bits = np.unpackbits(rest, axis=1, bitorder="little")
             vals = _bits_field(bits[:, : nvals * ell], nvals, ell)
             tbits = bits[:, nvals * ell : nvals * ell + 2 * n]
-        if kind == "dcf":
-            vcw = np.ascontiguousarray(vals[:, : n * width].reshape(num, n, width))
-            cw_last = np.ascontiguousarray(vals[:, n * width :])
+        vcw, cw_last = cls._split_values(vals, kind, n, width)
+        return cls(kind=kind, party=party, n=n, ell=ell, width=width, seed=seeds[0],
+                   scw=seeds[1:], vcw=vcw, tl=np.ascontiguousarray(tbits[:, :n].T),
+                   tr=np.ascontiguousarray(tbits[:, n:].T), cw_last=cw_last)
+
+    def to_parts(self) -> dict[str, np.ndarray]:
+        """The same bits as :meth:`pack`, as three arrays in the evaluation layout.
+
+        ``seeds`` ``(n+1, N, 2)`` int64 (root seeds, then the seed corrections
+        level by level), ``values`` ``(L, N, m)`` int64 (``ell = 64``: the value
+        corrections level by level and the final word, ``L = n + 1``; a DPF has
+        only the final word, ``L = 1``; empty when ``ell < 64``) and ``bits``
+        ``(N, b)`` uint8 (the control bits, and the values when ``ell < 64``,
+        bit-packed per key). Their total size per key is :attr:`nbytes`;
+        :meth:`from_parts` rebuilds the keys as views, without copies.
+        """
+        num, n = self.count, self.n
+        if self.seeds_buf is not None:
+            seeds = self.seeds_buf
         else:
-            vcw = np.zeros((num, n, 0), dtype=np.uint64)
-            cw_last = np.ascontiguousarray(vals)
-        return cls(
-            kind=kind,
-            party=party,
-            n=n,
-            ell=ell,
-            width=width,
-            seed=np.ascontiguousarray(seeds[:, 0]),
-            scw=np.ascontiguousarray(seeds[:, 1:]),
-            vcw=vcw,
-            tl=np.ascontiguousarray(tbits[:, :n]),
-            tr=np.ascontiguousarray(tbits[:, n:]),
-            cw_last=cw_last,
-        )
+            seeds = np.concatenate([self.seed[None], self.scw], axis=0)
+        tbits = np.concatenate([self.tl.T, self.tr.T], axis=1)
+        if self.ell == 64:
+            if self.values_buf is not None:
+                values = self.values_buf
+            elif self.kind == "dcf":
+                values = np.concatenate([self.vcw, self.cw_last[None]], axis=0)
+            else:
+                values = self.cw_last[None]
+            bits = np.packbits(tbits, axis=1, bitorder="little")
+        else:
+            values = np.zeros((0, num, self.width), dtype=np.uint64)
+            bits = np.packbits(np.concatenate([_field_bits(self._per_key_values(), self.ell),
+                                               tbits], axis=1), axis=1, bitorder="little")
+        assert seeds.shape == (n + 1, num, 2)
+        return {"seeds": np.ascontiguousarray(seeds).view(np.int64),
+                "values": np.ascontiguousarray(values).view(np.int64), "bits": bits}
+
+    @classmethod
+    def from_parts(cls, parts: dict, kind: str, party: int, n: int, ell: int,
+                   width: int = 1) -> TreeKey:
+        """Rebuild a batch from :meth:`to_parts` (checks every shape)."""
+        seeds, values, bits = (np.asarray(parts[k]) for k in ("seeds", "values", "bits"))
+        num = seeds.shape[1] if seeds.ndim == 3 else -1
+        nvals = width * (n + 1) if kind == "dcf" else width
+        levels = (n + 1 if kind == "dcf" else 1) if ell == 64 else 0
+        nbits = 2 * n + (0 if ell == 64 else nvals * ell)
+        if (seeds.shape != (n + 1, num, 2) or seeds.dtype != np.int64
+                or values.shape != (levels, num, width) or values.dtype != np.int64
+                or bits.shape != (num, (nbits + 7) // 8) or bits.dtype != np.uint8):
+            raise ValueError(f"{kind} key parts for n={n}, ell={ell}, width={width} have the "
+                             f"wrong shapes: {seeds.shape}, {values.shape}, {bits.shape}")
+        seeds = seeds.view(np.uint64)
+        tb = np.unpackbits(bits, axis=1, bitorder="little")
+        if ell == 64:
+            vals = values.view(np.uint64)
+            tbits = tb[:, : 2 * n]
+            if kind == "dcf":
+                vcw, cw_last = vals[:n], vals[n]
+            else:
+                vcw, cw_last = np.zeros((n, num, 0), dtype=np.uint64), vals[0]
+        else:
+            tbits = tb[:, nvals * ell : nvals * ell + 2 * n]
+            vcw, cw_last = cls._split_values(_bits_field(tb[:, : nvals * ell], nvals, ell),
+                                             kind, n, width)
+        return cls(kind=kind, party=party, n=n, ell=ell, width=width, seed=seeds[0],
+                   scw=seeds[1:], vcw=vcw, tl=np.ascontiguousarray(tbits[:, :n].T),
+                   tr=np.ascontiguousarray(tbits[:, n:].T), cw_last=cw_last)

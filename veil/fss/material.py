@@ -17,7 +17,7 @@ Example
 >>> from veil.fss.material import fss_sign
 >>> m0, m1 = fss_sign(CSPRNG(), count=4, relu=True)
 >>> m0["key_seeds"].shape, m0["r"].shape
-((4, 64, 2), (4,))
+((64, 4, 2), (4,))
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ USE_KERNELS = kernels.AVAILABLE
 ONE = np.uint64(1)
 # Fixed-key families: seeds and level words use keys 0.., the final Convert uses its own.
 _CONVERT_FIRST = 1 << 20
-EVAL_CHUNK = 1 << 12  # keys per evaluation pass: their correction words stay in cache
+EVAL_CHUNK = 1 << 13  # keys per evaluation pass (temporaries stay in cache; measured)
 GEN_CHUNK = 1 << 14  # key pairs per keygen pass
 
 
@@ -149,14 +149,14 @@ def _gen_chunk_fused(kind, alpha, beta, n, ell, rng, out=None):
     v_alpha = np.zeros((num, width), dtype=np.uint64)
     beta = np.ascontiguousarray(beta & _ring_mask(ell))
     if out is None:
-        scw = np.empty((num, n, 2), dtype=np.uint64)
-        vcw = np.zeros((num, n, lw), dtype=np.uint64)
-        tl = np.empty((num, n), dtype=np.uint8)
-        tr = np.empty((num, n), dtype=np.uint8)
+        scw = np.empty((n, num, 2), dtype=np.uint64)
+        vcw = np.zeros((n, num, lw), dtype=np.uint64)
+        tl = np.empty((n, num), dtype=np.uint8)
+        tr = np.empty((n, num), dtype=np.uint8)
     else:
         k0, _, lo = out
-        scw, vcw = k0.scw[lo:lo + num], k0.vcw[lo:lo + num]
-        tl, tr = k0.tl[lo:lo + num], k0.tr[lo:lo + num]
+        scw, vcw = k0.scw[:, lo:lo + num], k0.vcw[:, lo:lo + num]
+        tl, tr = k0.tl[:, lo:lo + num], k0.tr[:, lo:lo + num]
     mode = kernels.layout(lw, ell)
     enc0 = np.empty((blocks, num + 1, 2), dtype=np.uint64)
     enc1 = np.empty((blocks, num + 1, 2), dtype=np.uint64)
@@ -165,7 +165,7 @@ def _gen_chunk_fused(kind, alpha, beta, n, ell, rng, out=None):
             level.prg.encrypt_into(s0, j, enc0[j])
             level.prg.encrypt_into(s1, j, enc1[j])
         kernels.gen_level(s0, s1, enc0, enc1, alpha, n - 1 - i, t0, t1, v_alpha, beta, lw, ell,
-                          dcf, mode, scw[:, i], vcw[:, i], tl[:, i], tr[:, i])
+                          dcf, mode, scw[i], vcw[i], tl[i], tr[i])
     conv = _convert(np.concatenate([s0, s1]), width, ell)
     sign = _widen(ONE - (t1 << ONE), width)
     if dcf:
@@ -209,10 +209,10 @@ def _gen_chunk(
     t = np.concatenate([np.zeros(num, np.uint64), np.ones(num, np.uint64)])
     v_alpha = np.zeros((num, width), dtype=np.uint64)
     beta = beta & mask
-    scw = np.empty((num, n, 2), dtype=np.uint64)
-    vcw = np.zeros((num, n, width if dcf else 0), dtype=np.uint64)
-    tl = np.empty((num, n), dtype=np.uint8)
-    tr = np.empty((num, n), dtype=np.uint8)
+    scw = np.empty((n, num, 2), dtype=np.uint64)
+    vcw = np.zeros((n, num, width if dcf else 0), dtype=np.uint64)
+    tl = np.empty((n, num), dtype=np.uint8)
+    tr = np.empty((n, num), dtype=np.uint8)
     for i in range(n):
         a = (alpha >> np.uint64(n - 1 - i)) & ONE
         amask = np.concatenate([-a, -a])  # all-ones where alpha_i = 1 (keep right)
@@ -241,7 +241,7 @@ def _gen_chunk(
             cw_v += _widen(a, width) * sign * beta
             cw_v &= mask
             v_alpha = v_alpha - v_keep[num:] + v_keep[:num] + sign * cw_v
-            vcw[:, i] = cw_v
+            vcw[i] = cw_v
         t_keep = _select(t_l, t_r, amask)
         cw_t_keep = _select(cw_tl, cw_tr, -a)
         cw_s2 = np.concatenate([cw_s, cw_s])
@@ -249,7 +249,7 @@ def _gen_chunk(
         s = s_keep
         s ^= cw_s2
         t = t_keep ^ (t & np.concatenate([cw_t_keep, cw_t_keep]))
-        scw[:, i], tl[:, i], tr[:, i] = cw_s, cw_tl, cw_tr
+        scw[i], tl[i], tr[i] = cw_s, cw_tl, cw_tr
     conv = _convert(s, width, ell)
     sign = (ONE - (t[num:] << ONE))[:, None]
     if dcf:
@@ -280,16 +280,17 @@ def gen(
     rng = rng or default_generator()
     num = alpha.shape[0]
     width = beta.shape[1]
-    dcf_width = width if kind == "dcf" else 0
     # Keys are built in the buffers of their transport form (TreeKey.to_parts): each party's
     # (root seed | seed corrections) rows, and one buffer of public value corrections.
-    seeds = [np.empty((num, n + 1, 2), np.uint64) for _ in (0, 1)]
-    nvals = dcf_width * n + width
-    values = np.zeros((num, nvals), np.uint64)
-    vcw = values[:, : dcf_width * n].reshape(num, n, dcf_width)
-    cw_last = values[:, dcf_width * n :]
-    tl, tr = np.empty((num, n), np.uint8), np.empty((num, n), np.uint8)
-    out = [TreeKey(kind, b, n, ell, width, seeds[b][:, 0], seeds[b][:, 1:], vcw, tl, tr,
+    seeds = [np.empty((n + 1, num, 2), np.uint64) for _ in (0, 1)]
+    if kind == "dcf":
+        values = np.zeros((n + 1, num, width), np.uint64)
+        vcw, cw_last = values[:n], values[n]
+    else:
+        values = np.zeros((1, num, width), np.uint64)
+        vcw, cw_last = np.zeros((n, num, 0), np.uint64), values[0]
+    tl, tr = np.empty((n, num), np.uint8), np.empty((n, num), np.uint8)
+    out = [TreeKey(kind, b, n, ell, width, seeds[b][0], seeds[b][1:], vcw, tl, tr,
                    cw_last, seeds_buf=seeds[b], values_buf=values) for b in (0, 1)]
     for lo in range(0, num, GEN_CHUNK):
         hi = min(lo + GEN_CHUNK, num)
@@ -298,10 +299,11 @@ def gen(
         else:
             parts = _gen_chunk(kind, alpha[lo:hi], beta[lo:hi], n, ell, rng)
             for key, part in zip(out, parts, strict=True):
-                key.seed[lo:hi], key.scw[lo:hi], key.vcw[lo:hi] = part.seed, part.scw, part.vcw
-                key.tl[lo:hi], key.tr[lo:hi] = part.tl, part.tr
+                key.seed[lo:hi], key.scw[:, lo:hi] = part.seed, part.scw
+                key.vcw[:, lo:hi] = part.vcw
+                key.tl[:, lo:hi], key.tr[:, lo:hi] = part.tl, part.tr
                 key.cw_last[lo:hi] = part.cw_last
-        out[1].scw[lo:hi] = out[0].scw[lo:hi]  # the seed corrections are in both keys
+        out[1].scw[:, lo:hi] = out[0].scw[:, lo:hi]  # the seed corrections are in both keys
     return out[0], out[1]
 
 
@@ -320,8 +322,8 @@ def _eval_chunk_fused(key: TreeKey, x: np.ndarray, lo: int, hi: int) -> np.ndarr
     for i in range(n):
         for j in range(blocks):
             level.prg.encrypt_into(s, j, enc[j])
-        kernels.eval_level(s, enc, x, n - 1 - i, t, acc, key.scw[lo:hi, i], key.vcw[lo:hi, i],
-                           key.tl[lo:hi, i], key.tr[lo:hi, i], lw, ell, dcf, mode)
+        kernels.eval_level(s, enc, x, n - 1 - i, t, acc, key.scw[i, lo:hi], key.vcw[i, lo:hi],
+                           key.tl[i, lo:hi], key.tr[i, lo:hi], lw, ell, dcf, mode)
     acc += _convert(s, width, ell) + _widen(t, width) * key.cw_last[lo:hi]
     if key.party:
         acc = -acc
@@ -338,25 +340,25 @@ def _eval_chunk(key: TreeKey, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
     x = x[lo:hi]
     t = np.full(hi - lo, key.party, dtype=np.uint64)
     acc = np.zeros((hi - lo, width), dtype=np.uint64)
-    tlr = (key.tl[lo:hi] | (key.tr[lo:hi] << 1)).astype(np.uint64).T.copy()
+    tlr = (key.tl[:, lo:hi] | (key.tr[:, lo:hi] << 1)).astype(np.uint64)
     payload = width * ell if dcf else 0
     vmask = _ring_mask(ell)
     for i in range(n):
         xb = (x >> np.uint64(n - 1 - i)) & ONE
         xm = -xb
-        corr = key.scw[lo:hi, i] & _widen(-t, 2)
+        corr = key.scw[i, lo:hi] & _widen(-t, 2)
         if level.small:
             s_l, s_r, word = level.expand_small(s)
             if dcf:
                 v = (word >> (xb * np.uint64(payload))) & vmask
-                v += t * key.vcw[lo:hi, i, 0]
+                v += t * key.vcw[i, lo:hi, 0]
                 acc[:, 0] += v
             t_next = (word >> (xb + np.uint64(2 * payload))) & ONE
         else:
             s_l, s_r, v_l, v_r, t_l, t_r = level.expand(s)
             if dcf:
                 acc += _select(v_l, v_r, _widen(xm, width))
-                acc += _widen(t, width) * key.vcw[lo:hi, i]
+                acc += _widen(t, width) * key.vcw[i, lo:hi]
             t_next = _select(t_l, t_r, xm)
         s = _select(s_l, s_r, _widen(xm, 2))
         s ^= corr
