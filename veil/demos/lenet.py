@@ -32,16 +32,19 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 WHO_SAW_WHAT = (
-    "Who saw what. The model owner (party 0) held LeNet's weights and received only "
-    "uniformly random-looking ring elements: one additive share of every image, masked "
-    "openings (x - a, y - b) of Beaver triples and masked inputs of the FSS comparison gates, "
-    "each hidden by one-time dealer masks; it never saw an image, a logit or a prediction. "
-    "The data owner (party 1) held the images and received the same kind of masked values plus "
-    "the model owner's share of the final logits, so it learnt the logits of its own images and "
-    "nothing else about the weights beyond what those logits reveal. The dealer generated the "
-    "correlated randomness offline, before any image existed, and received nothing but the "
-    "shapes of the layers. Everything holds against honest-but-curious parties that do not "
-    "collude with the dealer."
+    "Who saw what. The model owner (party 0) held LeNet's weights. Its share of each image is "
+    "a pseudo-random value expanded from a seed both parties agreed on, independent of the "
+    "image; everything it received afterwards is uniformly random-looking ring elements: "
+    "masked openings (x - a, W - b) of Beaver triples and masked inputs of the FSS comparison "
+    "gates, each hidden by single-use dealer masks. It never saw an image, a logit or a "
+    "prediction, and its process never loaded the images (they sit in a file only the data "
+    "owner's process reads). The data owner (party 1) held the images and received the same "
+    "kind of masked values plus, at the end, the model owner's share of the logits, so it "
+    "learnt the logits of its own images and nothing else about the weights beyond what those "
+    "logits reveal. The dealer generated the correlated randomness for the layer shapes and "
+    "received nothing else. This holds against honest-but-curious parties that do not collude "
+    "with the dealer; the architecture and batch size are public. (This launcher process "
+    "also loaded the model and the images, to print the plaintext comparison.)"
 )
 
 
