@@ -22,7 +22,7 @@ Example
 >>> key = fe.keygen_projected(msk, P, D)
 >>> x = np.array([1, 2, 3, 4])
 >>> fe.decrypt_projected(mpk, fe.encrypt(mpk, x), key, bound=10**4)
-[81, 243, 162]
+[56, 75, 162]
 """
 
 from __future__ import annotations
