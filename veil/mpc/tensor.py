@@ -463,6 +463,8 @@ class SecretTensor:
         return self.party.open(self.share + mask_share)
 
     # -- non-linear hooks (implemented in veil.mpc.nonlinear) --------------------------
+    # Keyword options (``method="ariann"``, ``return_drelu=``, ``return_onehot=``) are
+    # forwarded to the gate; see veil.mpc.nonlinear.
     def __lt__(self, other: SecretTensor | Public) -> SecretTensor:
         return _gate("__lt__")(self, other)
 
@@ -478,32 +480,34 @@ class SecretTensor:
     def eq(self, other: SecretTensor | Public) -> SecretTensor:
         return _gate("eq")(self, other)
 
-    def drelu(self) -> SecretTensor:
-        return _gate("drelu")(self)
+    def drelu(self, **options: Any) -> SecretTensor:
+        return _gate("drelu")(self, **options)
 
-    def relu(self) -> SecretTensor:
-        return _gate("relu")(self)
+    def relu(self, **options: Any) -> Any:
+        return _gate("relu")(self, **options)
 
-    def abs(self) -> SecretTensor:
-        return _gate("abs")(self)
+    def abs(self, **options: Any) -> SecretTensor:
+        return _gate("abs")(self, **options)
 
     __abs__ = abs
 
-    def maximum(self, other: SecretTensor | Public) -> SecretTensor:
-        return _gate("maximum")(self, other)
+    def maximum(self, other: SecretTensor | Public, **options: Any) -> SecretTensor:
+        return _gate("maximum")(self, other, **options)
 
-    def minimum(self, other: SecretTensor | Public) -> SecretTensor:
-        return _gate("minimum")(self, other)
+    def minimum(self, other: SecretTensor | Public, **options: Any) -> SecretTensor:
+        return _gate("minimum")(self, other, **options)
 
-    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
-        return _gate("max")(self, dim=dim, keepdim=keepdim)
+    def max(self, dim: int | None = None, keepdim: bool = False, **options: Any) -> Any:
+        return _gate("max")(self, dim=dim, keepdim=keepdim, **options)
 
-    def argmax(self, dim: int | None = None, keepdim: bool = False) -> SecretTensor:
-        return _gate("argmax")(self, dim=dim, keepdim=keepdim)
+    def argmax(self, dim: int | None = None, keepdim: bool = False,
+               **options: Any) -> SecretTensor:
+        return _gate("argmax")(self, dim=dim, keepdim=keepdim, **options)
 
     def max_pool2d(self, kernel_size: ring.IntPair, stride: ring.IntPair | None = None,
-                   padding: ring.IntPair = 0) -> SecretTensor:
-        return _gate("max_pool2d")(self, kernel_size, stride=stride, padding=padding)
+                   padding: ring.IntPair = 0, **options: Any) -> Any:
+        return _gate("max_pool2d")(self, kernel_size, stride=stride, padding=padding,
+                                   **options)
 
     # -- torch interoperability ----------------------------------------------------------
     @classmethod
