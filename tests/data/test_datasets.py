@@ -33,7 +33,7 @@ def test_idx_rejects_truncated(tmp_path):
 def test_user_supplied_mnist_folder(tmp_path):
     imgs = np.random.default_rng(0).integers(0, 256, (5, 28, 28))  # not-secret
     labels = np.array([0, 1, 2, 3, 9])
-    for split, prefix in (("train", "train"), ("test", "t10k")):
+    for prefix in ("train", "t10k"):
         _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", imgs)
         _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", labels)
     x, y = load_mnist("test", root=tmp_path)

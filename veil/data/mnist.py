@@ -41,7 +41,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(raw) - offset != expected:
         raise ValueError(f"{path}: expected {expected} data bytes, found {len(raw) - offset}")
-    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
+    data = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims)
+    return data.astype(dtype.newbyteorder("="))
 
 
 def load_mnist(
