@@ -4,16 +4,11 @@ Same as ``veil bench fe``: ``python bench/fe.py [--json] [--output F] [--quick] 
 [--images N]``. ``--full`` decrypts all 10,000 test images (about 2 h on one core).
 """
 
-import argparse
-from pathlib import Path
-
 from veil.bench.fe import main
+from veil.bench.output import script_arguments
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--output", "-o", type=Path, default=None, help="write the JSON here")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser = script_arguments(__doc__)
     parser.add_argument("--full", action="store_true", help="all 10,000 test images encrypted")
     parser.add_argument("--images", type=int, default=None, help="encrypted sample size")
     ns = parser.parse_args()

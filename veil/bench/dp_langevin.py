@@ -23,7 +23,6 @@ Run: ``veil bench dp-langevin [--json] [--output F] [--quick]`` or
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -33,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from veil.bench.output import publish
 
 DEFAULT_OUTPUT = Path("bench/results/dp_langevin.json")
 DELTA = 1e-5
@@ -254,14 +255,8 @@ def main(json_stdout: bool = False, output: Path | None = None, quick: bool = Fa
     """Entry point of ``veil bench dp-langevin`` and ``bench/dp_langevin.py``."""
     results = run_benchmark(quick=quick)
     path = Path(output) if output is not None else DEFAULT_OUTPUT
-    path.parent.mkdir(parents=True, exist_ok=True)
     png = path.with_name(path.stem + "_epsilon.png")
+    png.parent.mkdir(parents=True, exist_ok=True)
     _plot(results["curves"], png)
     results["plot"] = str(png)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    if json_stdout:
-        print(json.dumps(results, indent=2))
-    else:
-        _print_table(results)
-        print(f"results written to {path}, plot {png}")
-    return results
+    return publish(results, path, json_stdout, _print_table)

@@ -15,7 +15,6 @@ Opacus is a peer, installed on demand: ``pip install --no-deps opacus==1.6.* opt
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
@@ -26,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from veil.bench.output import publish
 
 DEFAULT_OUTPUT = Path("bench/results/dp_sgd.json")
 SIGMA, CLIP, BATCH, DELTA = 1.0, 1.0, 256, 1e-5
@@ -159,11 +160,4 @@ def main(json_stdout: bool = False, output: Path | None = None, quick: bool = Fa
     """Entry point of ``veil bench dp-sgd`` and ``bench/dp_sgd.py``."""
     results = run_benchmark(quick=quick)
     path = Path(output) if output is not None else DEFAULT_OUTPUT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    if json_stdout:
-        print(json.dumps(results, indent=2))
-    else:
-        _print_table(results)
-        print(f"results written to {path}")
-    return results
+    return publish(results, path, json_stdout, _print_table)

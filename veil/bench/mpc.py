@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from veil.bench.output import publish
+
 #: CrypTen 0.4.1 on our machines (2 processes, localhost, one thread each): DESIGN.md §3.
 CRYPTEN_MATMUL_256 = {"online_ms": 11.0, "rounds": 1, "bytes_total": 2.1e6}
 
@@ -274,11 +276,4 @@ def main(json_stdout: bool = False, output: Path | None = None, quick: bool = Fa
     """Entry point of ``veil bench mpc`` and ``bench/mpc.py``."""
     results = run_benchmark(quick=quick)
     path = Path(output) if output is not None else DEFAULT_OUTPUT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    if json_stdout:
-        print(json.dumps(results, indent=2))
-    else:
-        _print_table(results)
-        print(f"results written to {path}")
-    return results
+    return publish(results, path, json_stdout, _print_table)
