@@ -155,3 +155,30 @@ def test_numpy_reference_path_agrees(monkeypatch, n: int, ell: int, width: int) 
             monkeypatch.setattr(tree, "USE_KERNELS", eval_fused)
             out = _sum(k0, k1, x, ell)
             np.testing.assert_array_equal(out, np.where(pred[:, None], beta, np.uint64(0)))
+
+
+@pytest.mark.parametrize("n,ell,width", [(12, 1, 1), (63, 64, 2), (12, 13, 3), (20, 7, 5)])
+def test_native_aes_walk_agrees(monkeypatch, n: int, ell: int, width: int) -> None:
+    """The GIL-free walk (OpenSSL AES from the kernels) gives the per-level path's shares."""
+    from veil.fss import native, tree
+
+    if not (tree.USE_KERNELS and native.AVAILABLE):
+        pytest.skip("numba or libcrypto not available")
+    rng = CSPRNG(b"w" * 16)
+    num = tree.EVAL_CHUNK + 123  # more than one chunk
+    alpha, x = _rand(rng, num, n), _rand(rng, num, n)
+    beta = _rand(rng, num * width, ell).reshape(num, width)
+    for kind, gen, ev in (("dcf", dcf_gen, dcf_eval), ("dpf", dpf_gen, dpf_eval)):
+        k0, k1 = gen(alpha, beta, n, ell, rng)
+        k0b, k1b = (TreeKey.from_parts(k.to_parts(), kind, k.party, n, ell, width)
+                    for k in (k0, k1))
+        monkeypatch.setattr(tree, "USE_NATIVE_AES", True)
+        fast = [ev(k0, x), ev(k1, x)]
+        monkeypatch.setattr(tree, "USE_NATIVE_AES", False)
+        slow = [ev(k0b, x), ev(k1b, x)]
+        np.testing.assert_array_equal(fast[0], slow[0])
+        np.testing.assert_array_equal(fast[1], slow[1])
+        pred = x < alpha if kind == "dcf" else x == alpha
+        total = (fast[0] + fast[1]) & ((np.uint64(1) << np.uint64(ell)) - np.uint64(1)
+                                       if ell < 64 else np.uint64(0xFFFFFFFFFFFFFFFF))
+        np.testing.assert_array_equal(total, np.where(pred[:, None], beta, np.uint64(0)))

@@ -18,9 +18,14 @@ from __future__ import annotations
 import numpy as np
 
 try:  # numba is an accelerator, not a requirement: tree.py falls back to numpy.
-    from numba import njit
+    from numba import njit, types
 
     AVAILABLE = True
+    # OpenSSL's EVP_EncryptUpdate(ctx, out, &outl, in, inl), resolved by name once
+    # veil.fss.native has loaded libcrypto (only called when native.AVAILABLE).
+    _evp_update = types.ExternalFunction(
+        "EVP_EncryptUpdate",
+        types.int32(types.uint64, types.uint64, types.uint64, types.uint64, types.int32))
 except ImportError:  # pragma: no cover - exercised only without numba
     AVAILABLE = False
 
@@ -369,3 +374,40 @@ def gen_level(s0, s1, enc0, enc1, alpha, shift, t0, t1, valpha, beta, width, ell
         scw[k, 1] = cw1
         tl[k] = np.uint8(cw_tl)
         tr[k] = np.uint8(cw_tr)
+
+
+# -- whole walks with OpenSSL called from compiled code (see veil.fss.native) ----------------------
+@njit(cache=True, nogil=True)
+def ecb_blocks(ctxs, seeds, enc, outl):  # pragma: no cover
+    """Raw ``AES_{k_j}`` of every seed row into ``enc[j, :N]`` for each context ``j``.
+
+    ``seeds`` ``(N, 2)`` and every ``enc[j]`` C-contiguous uint64; ``outl`` a 1-element
+    int32 scratch. Returns 0, or -1 if OpenSSL reported an error.
+    """
+    nbytes = np.int32(16 * seeds.shape[0])
+    if nbytes == 0:
+        return 0
+    for j in range(ctxs.shape[0]):
+        dst = enc[j]
+        if _evp_update(ctxs[j], dst.ctypes.data, outl.ctypes.data, seeds.ctypes.data,
+                       nbytes) != 1 or outl[0] != nbytes:
+            return -1
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def eval_walk(s, x, t, acc, scw, vcw, tl, tr, ctxs, enc, outl, width, ell, dcf,
+              mode):  # pragma: no cover
+    """All ``n = scw.shape[0]`` levels of one chunk: AES (OpenSSL) and :func:`eval_level`.
+
+    Same arrays as :func:`eval_level` with the level axis first on ``scw``,
+    ``vcw``, ``tl``, ``tr``; runs without the GIL. Returns 0, or -1 on an
+    OpenSSL error.
+    """
+    n = scw.shape[0]
+    for i in range(n):
+        if ecb_blocks(ctxs, s, enc, outl) != 0:
+            return -1
+        eval_level(s, enc, x, n - 1 - i, t, acc, scw[i], vcw[i], tl[i], tr[i], width, ell,
+                   dcf, mode)
+    return 0

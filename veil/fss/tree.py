@@ -17,12 +17,15 @@ import threading
 import numpy as np
 
 from veil.csprng import CSPRNG, default_generator
-from veil.fss import kernels
+from veil.fss import kernels, native
 from veil.fss.key import TreeKey
 from veil.fss.prg import MMO
 
 #: Use the fused numba kernels (set to False to run the numpy reference path).
 USE_KERNELS = kernels.AVAILABLE
+#: With the kernels, walk each evaluation chunk in one GIL-free call with OpenSSL's AES
+#: (:mod:`veil.fss.native`); False: one kernel call and ``cryptography`` AES per level.
+USE_NATIVE_AES = USE_KERNELS and native.AVAILABLE
 
 ONE = np.uint64(1)
 # Fixed-key families: seeds and level words use keys 0.., the final Convert uses its own.
@@ -319,7 +322,15 @@ def _eval_chunk_fused(key: TreeKey, x: np.ndarray, lo: int, hi: int) -> np.ndarr
     acc = np.zeros((hi - lo, width), dtype=np.uint64)
     enc = np.empty((blocks, hi - lo + 1, 2), dtype=np.uint64)
     mode = kernels.layout(lw, ell)
-    for i in range(n):
+    if USE_NATIVE_AES:
+        # The whole walk in one compiled call, without the GIL (see veil.fss.native).
+        ctx = native.contexts(blocks, 0)
+        err = kernels.eval_walk(s, x, t, acc, key.scw[:, lo:hi], key.vcw[:, lo:hi],
+                                key.tl[:, lo:hi], key.tr[:, lo:hi], ctx.ptrs, enc,
+                                np.zeros(1, np.int32), lw, ell, dcf, mode)
+        if err:
+            raise RuntimeError("OpenSSL AES failed during FSS evaluation")
+    for i in range(0 if USE_NATIVE_AES else n):
         for j in range(blocks):
             level.prg.encrypt_into(s, j, enc[j])
         kernels.eval_level(s, enc, x, n - 1 - i, t, acc, key.scw[i, lo:hi], key.vcw[i, lo:hi],

@@ -16,9 +16,12 @@ Protocol messages (all :mod:`veil.comm.wire`, never pickle):
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
+
+import torch
 
 from veil.comm.link import Link
 from veil.csprng import CSPRNG
@@ -42,6 +45,21 @@ __all__ = [
     "request_message",
     "serve",
 ]
+
+
+#: Halves at least this large are sent to both parties concurrently (see Dealer._send_both).
+_CONCURRENT_SEND_BYTES = 1 << 20
+
+
+def _nbytes(obj: Any) -> int:
+    """Bytes of the arrays and tensors in a material tree (an estimate of its frame size)."""
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_nbytes(v) for v in obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    return int(getattr(obj, "nbytes", 0))
 
 
 def request_message(items: list[tuple[str, Mapping[str, Any]]]) -> dict:
@@ -119,9 +137,40 @@ class Dealer:
                 self._fail(f"the dealer could not generate {kind}: {exc}")
             self.generate_s += time.perf_counter() - t0
             self.items += len(halves[0])
-            for r in (0, 1):
-                self.links[r].send({"op": "mat", "items": halves[r]})
+            self._send_both(halves)
         return self.stats()
+
+    def _send_both(self, halves: tuple[list, list]) -> None:
+        """Send each party its half; large halves to both parties at once.
+
+        Sent one after the other, party 1's half of a large item (a 1e5-element
+        ReLU key is ~200 MB per party) arrived only after party 0's was fully
+        copied, and party 0 then spent that time waiting for party 1 in its first
+        opening, which counts as *online* time. Two sender threads serve both
+        parties concurrently (over TCP the socket writes overlap; in memory the
+        frame copies interleave, so both halves arrive at about the same time).
+        """
+        msgs = [{"op": "mat", "items": halves[r]} for r in (0, 1)]
+        if _nbytes(halves[1]) < _CONCURRENT_SEND_BYTES:
+            for r in (0, 1):
+                self.links[r].send(msgs[r])
+            return
+        errors: list[BaseException] = []
+
+        def send_one() -> None:
+            try:
+                self.links[1].send(msgs[1])
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the dealer thread
+                errors.append(exc)
+
+        helper = threading.Thread(target=send_one, daemon=True, name="veil-dealer-send")
+        helper.start()
+        try:
+            self.links[0].send(msgs[0])
+        finally:
+            helper.join()
+        if errors:
+            raise errors[0]
 
     def stats(self) -> dict[str, float]:
         return {
