@@ -182,3 +182,24 @@ def test_native_aes_walk_agrees(monkeypatch, n: int, ell: int, width: int) -> No
         total = (fast[0] + fast[1]) & ((np.uint64(1) << np.uint64(ell)) - np.uint64(1)
                                        if ell < 64 else np.uint64(0xFFFFFFFFFFFFFFFF))
         np.testing.assert_array_equal(total, np.where(pred[:, None], beta, np.uint64(0)))
+
+
+@pytest.mark.parametrize("kind,n,ell,width", [("dcf", 63, 64, 2), ("dcf", 12, 13, 3),
+                                              ("dpf", 64, 64, 1), ("dpf", 10, 7, 2)])
+def test_from_parts_control_bits_kernel_agrees(monkeypatch, kind: str, n: int, ell: int,
+                                               width: int) -> None:
+    """from_parts unpacks the control bits the same with and without the kernel."""
+    from veil.fss import kernels
+
+    rng = CSPRNG(b"p" * 16)
+    alpha = _rand(rng, 77, n)
+    beta = _rand(rng, 77 * width, ell).reshape(77, width)
+    k0, _ = (dcf_gen if kind == "dcf" else dpf_gen)(alpha, beta, n, ell, rng)
+    parts = k0.to_parts()
+    got = TreeKey.from_parts(parts, kind, 0, n, ell, width)
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    ref = TreeKey.from_parts(parts, kind, 0, n, ell, width)
+    for name in ("tl", "tr", "vcw", "cw_last", "seed", "scw"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+    np.testing.assert_array_equal(got.tl, k0.tl)
+    np.testing.assert_array_equal(got.tr, k0.tr)

@@ -411,3 +411,27 @@ def eval_walk(s, x, t, acc, scw, vcw, tl, tr, ctxs, enc, outl, width, ell, dcf,
         eval_level(s, enc, x, n - 1 - i, t, acc, scw[i], vcw[i], tl[i], tr[i], width, ell,
                    dcf, mode)
     return 0
+
+
+@njit(cache=True, nogil=True)
+def unpack_control(bits, off, n):  # pragma: no cover
+    """Control-bit corrections ``tl``, ``tr`` ``(n, N)`` uint8 from packed key bits.
+
+    ``bits`` ``(N, b)`` uint8, little bit order per key (:meth:`TreeKey.to_parts`):
+    ``tl`` of level ``i`` is bit ``off + i``, ``tr`` bit ``off + n + i``. Same as
+    ``np.unpackbits`` and two transposed copies, in one pass over key blocks.
+    """
+    num = bits.shape[0]
+    tl = np.empty((n, num), np.uint8)
+    tr = np.empty((n, num), np.uint8)
+    for k0 in range(0, num, 64):
+        k1 = min(k0 + 64, num)
+        for i in range(n):
+            b = off + i
+            c = off + n + i
+            bb, bs = b >> 3, b & 7
+            cb, cs = c >> 3, c & 7
+            for k in range(k0, k1):
+                tl[i, k] = (bits[k, bb] >> bs) & 1
+                tr[i, k] = (bits[k, cb] >> cs) & 1
+    return tl, tr

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from veil.fss import kernels
+
 LAMBDA = 128
 
 
@@ -257,18 +259,22 @@ class TreeKey:
             raise ValueError(f"{kind} key parts for n={n}, ell={ell}, width={width} have the "
                              f"wrong shapes: {seeds.shape}, {values.shape}, {bits.shape}")
         seeds = seeds.view(np.uint64)
-        tb = np.unpackbits(bits, axis=1, bitorder="little")
+        toff = 0 if ell == 64 else nvals * ell  # first control bit
         if ell == 64:
             vals = values.view(np.uint64)
-            tbits = tb[:, : 2 * n]
             if kind == "dcf":
                 vcw, cw_last = vals[:n], vals[n]
             else:
                 vcw, cw_last = np.zeros((n, num, 0), dtype=np.uint64), vals[0]
         else:
-            tbits = tb[:, nvals * ell : nvals * ell + 2 * n]
-            vcw, cw_last = cls._split_values(_bits_field(tb[:, : nvals * ell], nvals, ell),
+            tb = np.unpackbits(bits[:, : (toff + 7) // 8], axis=1, bitorder="little")
+            vcw, cw_last = cls._split_values(_bits_field(tb[:, :toff], nvals, ell),
                                              kind, n, width)
+        if kernels.AVAILABLE:
+            tl, tr = kernels.unpack_control(np.ascontiguousarray(bits), toff, n)
+        else:
+            tbits = np.unpackbits(bits, axis=1, bitorder="little")[:, toff : toff + 2 * n]
+            tl = np.ascontiguousarray(tbits[:, :n].T)
+            tr = np.ascontiguousarray(tbits[:, n:].T)
         return cls(kind=kind, party=party, n=n, ell=ell, width=width, seed=seeds[0],
-                   scw=seeds[1:], vcw=vcw, tl=np.ascontiguousarray(tbits[:, :n].T),
-                   tr=np.ascontiguousarray(tbits[:, n:].T), cw_last=cw_last)
+                   scw=seeds[1:], vcw=vcw, tl=tl, tr=tr, cw_last=cw_last)
