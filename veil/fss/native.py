@@ -40,11 +40,16 @@ def _load():
         import numba  # noqa: F401
     except ImportError:  # pragma: no cover - numba is optional
         return None
-    name = ctypes.util.find_library("crypto")
-    if not name:  # pragma: no cover - depends on the system
-        return None
-    try:
+    try:  # the usual soname first: find_library runs ldconfig in a subprocess
+        name = "libcrypto.so.3"
         lib = ctypes.CDLL(name)
+    except OSError:  # pragma: no cover - depends on the system
+        name = ctypes.util.find_library("crypto")
+        if not name:
+            return None
+        lib = None
+    try:
+        lib = lib or ctypes.CDLL(name)
         lib.OpenSSL_version_num.restype = ctypes.c_ulong
         if lib.OpenSSL_version_num() < 0x30000000:  # pragma: no cover
             return None
