@@ -42,6 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from veil.bench.output import publish
+from veil.bench.peers import crypten_env
+
 DEFAULT_OUTPUT = Path("bench/results/fss.json")
 #: CrypTen 0.4.1 ReLU on 1e5 elements on our machines (DESIGN.md §3), 2 processes.
 CRYPTEN_RELU_1E5 = {"online_s": 0.13, "rounds": 9, "bytes_total": 46e6}
@@ -78,10 +81,7 @@ job()
 
 def crypten_relu(n: int, reps: int, timeout: float = 900) -> dict | None:
     """CrypTen 0.4.1 ReLU on ``n`` elements (2 processes, 1 thread each), or ``None``."""
-    env = dict(os.environ)
-    extra = env.get("VEIL_CRYPTEN_PATH")
-    if extra:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH")) if p)
+    env = crypten_env()
     with tempfile.TemporaryDirectory() as tmp:
         try:
             proc = subprocess.run([sys.executable, "-c", _CRYPTEN_WORKER, str(n), str(reps), tmp],
@@ -347,11 +347,4 @@ def main(json_stdout: bool = False, output: Path | None = None, quick: bool = Fa
     """Entry point of ``veil bench fss`` and ``bench/fss.py``."""
     results = run_benchmark(quick=quick)
     path = Path(output) if output is not None else DEFAULT_OUTPUT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    if json_stdout:
-        print(json.dumps(results, indent=2))
-    else:
-        _print_table(results)
-        print(f"results written to {path}")
-    return results
+    return publish(results, path, json_stdout, _print_table)

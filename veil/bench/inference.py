@@ -34,6 +34,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from veil.bench.peers import crypten_env
 from veil.nn.report import LAN, WAN
 
 DEFAULT_OUTPUT = Path("bench/results/inference.json")
@@ -160,10 +161,7 @@ job()
 
 def crypten_lenet(batch: int, timeout: float = 900) -> dict[str, Any] | None:
     """CrypTen 0.4.1 on LeNet (2 processes, gloo on localhost, 1 thread each), or ``None``."""
-    env = dict(os.environ)
-    extra = env.get("VEIL_CRYPTEN_PATH")
-    if extra:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH")) if p)
+    env = crypten_env()
     try:
         proc = subprocess.run([sys.executable, "-c", _CRYPTEN_WORKER, str(batch)], env=env,
                               capture_output=True, text=True, timeout=timeout)

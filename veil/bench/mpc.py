@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from veil.bench.output import publish
+from veil.bench.peers import crypten_env
 
 #: CrypTen 0.4.1 on our machines (2 processes, localhost, one thread each): DESIGN.md §3.
 CRYPTEN_MATMUL_256 = {"online_ms": 11.0, "rounds": 1, "bytes_total": 2.1e6}
@@ -74,10 +75,7 @@ job()
 
 def crypten_peer(cases: list[dict], reps: int, timeout: float = 900) -> list[dict] | None:
     """CrypTen 0.4.1 on the same cases (2 processes, gloo, 1 thread each), or ``None``."""
-    env = dict(os.environ)
-    extra = env.get("VEIL_CRYPTEN_PATH")
-    if extra:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH")) if p)
+    env = crypten_env()
     with tempfile.TemporaryDirectory() as tmp:
         try:
             proc = subprocess.run([sys.executable, "-c", _CRYPTEN_WORKER, json.dumps(cases),
