@@ -167,8 +167,9 @@ def crypten_lenet(batch: int, timeout: float = 900) -> dict[str, Any] | None:
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
-    rows = [json.loads(line[8:]) for line in proc.stdout.splitlines()
-            if line.startswith("CRYPTEN ")]
+    # The two CrypTen processes share stdout, so their lines may interleave.
+    decoder = json.JSONDecoder()
+    rows = [decoder.raw_decode(part)[0] for part in proc.stdout.split("CRYPTEN ")[1:]]
     if proc.returncode != 0 or len(rows) != 2:
         return None
     return {"online_s": max(r["online_s"] for r in rows),
