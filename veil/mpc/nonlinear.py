@@ -27,9 +27,11 @@ fixed-point encoding. ``method="ariann"`` swaps in AriaNN's original
 comparison (wrong with probability ``|x| / 2^32`` per element; for
 reproducing the paper only).
 
-Gates on more than :data:`MAX_CHUNK` elements run in chunks of that size (one
-round each) to bound key memory: a 64-bit ReLU key is about 2 KB per element
-and party.
+Dealer material is requested in chunks of :data:`MAX_CHUNK` elements, and the
+masked values of up to :data:`MAX_ROUND` elements are opened together in one
+round: a gate on up to 2^20 elements is one round; larger ones take one round per
+2^20 elements, which bounds the key memory held at once (a 64-bit ReLU key is
+about 2 KB per element and party).
 
 Example
 -------
@@ -59,8 +61,10 @@ if TYPE_CHECKING:
     from veil.mpc.party import Party
     from veil.mpc.tensor import SecretTensor
 
-#: Elements per gate invocation (one round each); bounds the key memory of one round.
+#: Elements per dealer request (one FSS key batch).
 MAX_CHUNK = 1 << 17
+#: Elements opened in one round; bounds the key memory held at once (~2 GB per party).
+MAX_ROUND = 1 << 20
 #: The default comparison protocol. ``"ariann"`` is AriaNN's (has errors); never the default.
 DEFAULT_METHOD = "exact"
 # Padding for max-pool windows: below every encodable value, and the difference of it with
@@ -69,6 +73,7 @@ _PAD_VALUE = -(2**62)
 
 __all__ = [
     "MAX_CHUNK",
+    "MAX_ROUND",
     "abs",
     "argmax",
     "drelu",
@@ -91,6 +96,15 @@ def _chunks(count: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + MAX_CHUNK, count)) for lo in range(0, count, MAX_CHUNK)]
 
 
+def _rounds(requests: list[tuple[str, dict]], count: int) -> list[list[tuple[int, int, str, dict]]]:
+    """Chunks and their dealer requests, grouped so that one round opens ``MAX_ROUND``
+    elements at most."""
+    per_round = MAX_ROUND // MAX_CHUNK or 1  # (this module defines its own max)
+    items = [(lo, hi, kind, params)
+             for (lo, hi), (kind, params) in zip(_chunks(count), requests, strict=True)]
+    return [items[i:i + per_round] for i in range(0, len(items), per_round)]
+
+
 def _sign_requests(count: int, extra: int, relu: bool, method: str) -> list[tuple[str, dict]]:
     return [("fss_sign", {"count": hi - lo, "extra": extra, "relu": relu, "method": method})
             for lo, hi in _chunks(count)]
@@ -104,7 +118,7 @@ def _sign_round(party: Party, x: torch.Tensor, w: torch.Tensor | None = None,
                 relu: bool = False, method: str = DEFAULT_METHOD) -> dict[str, torch.Tensor]:
     """Shares of ``d = DReLU(x)``, ``d·x`` (``relu``) and ``d·w`` for flat int64 shares.
 
-    ``x``: ``(N,)``; ``w``: ``(N, K)`` or None. One round per chunk.
+    ``x``: ``(N,)``; ``w``: ``(N, K)`` or None. One round per ``MAX_ROUND`` elements.
     """
     if method not in gates.METHODS:
         raise ValueError(f"method must be one of {gates.METHODS}, got {method!r}")
@@ -116,21 +130,25 @@ def _sign_round(party: Party, x: torch.Tensor, w: torch.Tensor | None = None,
     dw = torch.empty((count, extra), dtype=torch.int64) if extra else None
     xs = _np(x)
     ws = _np(w) if extra else None
-    for (lo, hi), (kind, params) in zip(_chunks(count), _sign_requests(count, extra, relu, method),
-                                        strict=True):
-        mat = party.material(kind, **params)
-        xm, wm = gates.sign_mask(mat, xs[lo:hi], ws[lo:hi] if extra else None)
-        to_open = [torch.from_numpy(xm.view(np.int64))]
-        if extra:
-            to_open.append(torch.from_numpy(wm.view(np.int64)))
-        opened = party.open_many(to_open)
-        out = gates.sign_finish(mat, party.rank, _np(opened[0]),
-                                _np(opened[1]) if extra else None)
-        d[lo:hi] = torch.from_numpy(out["d"].view(np.int64))
-        if relu:
-            dx[lo:hi] = torch.from_numpy(out["dx"].view(np.int64))
-        if extra:
-            dw[lo:hi] = torch.from_numpy(out["dw"].view(np.int64))
+    for group in _rounds(_sign_requests(count, extra, relu, method), count):
+        mats, to_open = [], []
+        for lo, hi, kind, params in group:
+            mat = party.material(kind, **params)
+            xm, wm = gates.sign_mask(mat, xs[lo:hi], ws[lo:hi] if extra else None)
+            mats.append(mat)
+            to_open.append(torch.from_numpy(xm.view(np.int64)))
+            if extra:
+                to_open.append(torch.from_numpy(wm.view(np.int64)))
+        opened = iter(party.open_many(to_open))  # the one round of this group
+        for (lo, hi, _, _), mat in zip(group, mats, strict=True):
+            xo = _np(next(opened))
+            wo = _np(next(opened)) if extra else None
+            out = gates.sign_finish(mat, party.rank, xo, wo)
+            d[lo:hi] = torch.from_numpy(out["d"].view(np.int64))
+            if relu:
+                dx[lo:hi] = torch.from_numpy(out["dx"].view(np.int64))
+            if extra:
+                dw[lo:hi] = torch.from_numpy(out["dw"].view(np.int64))
     res = {"d": d.to(device)}
     if relu:
         res["dx"] = dx.to(device)
@@ -144,15 +162,18 @@ def _eq_requests(count: int) -> list[tuple[str, dict]]:
 
 
 def _eq_round(party: Party, z: torch.Tensor) -> torch.Tensor:
-    """Shares (int64, scale 1) of ``1{z == 0}`` for flat int64 shares ``z`` (one round/chunk)."""
+    """Shares (int64, scale 1) of ``1{z == 0}`` for flat int64 shares ``z`` (one round per
+    ``MAX_ROUND`` elements)."""
     count = z.shape[0]
     out = torch.empty(count, dtype=torch.int64)
     zs = _np(z)
-    for (lo, hi), (kind, params) in zip(_chunks(count), _eq_requests(count), strict=True):
-        mat = party.material(kind, **params)
-        zm = gates.eq_mask(mat, zs[lo:hi])
-        opened = party.open(torch.from_numpy(zm.view(np.int64)))
-        out[lo:hi] = torch.from_numpy(gates.eq_finish(mat, party.rank, _np(opened)).view(np.int64))
+    for group in _rounds(_eq_requests(count), count):
+        mats = [party.material(kind, **params) for _, _, kind, params in group]
+        masked = [torch.from_numpy(gates.eq_mask(mat, zs[lo:hi]).view(np.int64))
+                  for (lo, hi, _, _), mat in zip(group, mats, strict=True)]
+        opened = party.open_many(masked)  # the one round of this group
+        for (lo, hi, _, _), mat, zo in zip(group, mats, opened, strict=True):
+            out[lo:hi] = torch.from_numpy(gates.eq_finish(mat, party.rank, _np(zo)).view(np.int64))
     return out.to(z.device)
 
 
