@@ -184,6 +184,33 @@ def test_native_aes_walk_agrees(monkeypatch, n: int, ell: int, width: int) -> No
         np.testing.assert_array_equal(total, np.where(pred[:, None], beta, np.uint64(0)))
 
 
+@pytest.mark.parametrize("n,ell,width", [(12, 1, 1), (31, 1, 1), (63, 64, 2), (12, 13, 3),
+                                         (20, 7, 5), (32, 32, 3)])
+def test_native_aes_keygen_walk_bit_identical(monkeypatch, n: int, ell: int, width: int) -> None:
+    """The GIL-free keygen walk makes the same keys, bit for bit, as the per-level path."""
+    from veil.fss import native, tree
+
+    if not (tree.USE_KERNELS and native.AVAILABLE):
+        pytest.skip("numba or libcrypto not available")
+    rng = CSPRNG(b"g" * 16)
+    num = tree.GEN_CHUNK + 77  # more than one chunk
+    alpha = _rand(rng, num, n)
+    beta = _rand(rng, num * width, ell).reshape(num, width)
+    for gen in (dcf_gen, dpf_gen):
+        keys = {}
+        for label, kern, nat in (("walk", True, True), ("level", True, False),
+                                 ("numpy", False, False)):
+            monkeypatch.setattr(tree, "USE_KERNELS", kern)
+            monkeypatch.setattr(tree, "USE_NATIVE_AES", nat)
+            keys[label] = gen(alpha, beta, n, ell, CSPRNG(b"k" * 16))  # same root randomness
+        for label in ("level", "numpy"):
+            for a, b in zip(keys["walk"], keys[label], strict=True):
+                np.testing.assert_array_equal(a.pack(), b.pack())
+                pa, pb = a.to_parts(), b.to_parts()
+                for f in ("seeds", "values", "bits"):
+                    np.testing.assert_array_equal(pa[f], pb[f])
+
+
 @pytest.mark.parametrize("kind,n,ell,width", [("dcf", 63, 64, 2), ("dcf", 12, 13, 3),
                                               ("dpf", 64, 64, 1), ("dpf", 10, 7, 2)])
 def test_from_parts_control_bits_kernel_agrees(monkeypatch, kind: str, n: int, ell: int,

@@ -414,6 +414,24 @@ def eval_walk(s, x, t, acc, scw, vcw, tl, tr, ctxs, enc, outl, width, ell, dcf,
 
 
 @njit(cache=True, nogil=True)
+def gen_walk(s0, s1, alpha, t0, t1, valpha, beta, scw, vcw, tl, tr, ctxs, enc0, enc1, outl,
+             width, ell, dcf, mode):  # pragma: no cover
+    """All ``n = scw.shape[0]`` levels of one keygen chunk: AES (OpenSSL) and :func:`gen_level`.
+
+    Both parties' seeds ``s0``, ``s1`` are expanded per level (``enc0``, ``enc1``);
+    same arrays as :func:`gen_level` with the level axis first on ``scw``, ``vcw``,
+    ``tl``, ``tr``; runs without the GIL. Returns 0, or -1 on an OpenSSL error.
+    """
+    n = scw.shape[0]
+    for i in range(n):
+        if ecb_blocks(ctxs, s0, enc0, outl) != 0 or ecb_blocks(ctxs, s1, enc1, outl) != 0:
+            return -1
+        gen_level(s0, s1, enc0, enc1, alpha, n - 1 - i, t0, t1, valpha, beta, width, ell, dcf,
+                  mode, scw[i], vcw[i], tl[i], tr[i])
+    return 0
+
+
+@njit(cache=True, nogil=True)
 def unpack_control(bits, off, n):  # pragma: no cover
     """Control-bit corrections ``tl``, ``tr`` ``(n, N)`` uint8 from packed key bits.
 

@@ -163,7 +163,15 @@ def _gen_chunk_fused(kind, alpha, beta, n, ell, rng, out=None):
     mode = kernels.layout(lw, ell)
     enc0 = np.empty((blocks, num + 1, 2), dtype=np.uint64)
     enc1 = np.empty((blocks, num + 1, 2), dtype=np.uint64)
-    for i in range(n):
+    alpha = np.ascontiguousarray(alpha)
+    if USE_NATIVE_AES:
+        # All n levels in one compiled call, without the GIL (see veil.fss.native).
+        ctx = native.contexts(blocks, 0)
+        err = kernels.gen_walk(s0, s1, alpha, t0, t1, v_alpha, beta, scw, vcw, tl, tr,
+                               ctx.ptrs, enc0, enc1, np.zeros(1, np.int32), lw, ell, dcf, mode)
+        if err:
+            raise RuntimeError("OpenSSL AES failed during FSS key generation")
+    for i in range(0 if USE_NATIVE_AES else n):
         for j in range(blocks):
             level.prg.encrypt_into(s0, j, enc0[j])
             level.prg.encrypt_into(s1, j, enc1[j])
