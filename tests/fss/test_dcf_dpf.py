@@ -211,6 +211,30 @@ def test_native_aes_keygen_walk_bit_identical(monkeypatch, n: int, ell: int, wid
                     np.testing.assert_array_equal(pa[f], pb[f])
 
 
+@pytest.mark.parametrize("kind,n,ell,width", [("dcf", 31, 1, 1), ("dcf", 63, 64, 2),
+                                              ("dcf", 12, 13, 3), ("dcf", 31, 32, 3),
+                                              ("dcf", 5, 63, 4), ("dpf", 64, 64, 1),
+                                              ("dpf", 10, 7, 2), ("dpf", 31, 1, 1)])
+def test_to_parts_pack_kernel_agrees(monkeypatch, kind: str, n: int, ell: int,
+                                     width: int) -> None:
+    """to_parts packs the same bits with the compiled pass as with numpy's packbits."""
+    from veil.fss import kernels
+
+    if not kernels.AVAILABLE:
+        pytest.skip("numba not available")
+    rng = CSPRNG(b"q" * 16)
+    alpha = _rand(rng, 333, n)
+    beta = _rand(rng, 333 * width, ell).reshape(333, width)
+    k0, k1 = (dcf_gen if kind == "dcf" else dpf_gen)(alpha, beta, n, ell, rng)
+    views = [TreeKey.from_parts(k.to_parts(), kind, k.party, n, ell, width) for k in (k0, k1)]
+    fast = [k.to_parts() for k in (k0, k1, *views)]
+    monkeypatch.setattr(kernels, "AVAILABLE", False)
+    slow = [k.to_parts() for k in (k0, k1, *views)]
+    for a, b in zip(fast, slow, strict=True):
+        for f in ("seeds", "values", "bits"):
+            np.testing.assert_array_equal(a[f], b[f])
+
+
 @pytest.mark.parametrize("kind,n,ell,width", [("dcf", 63, 64, 2), ("dcf", 12, 13, 3),
                                               ("dpf", 64, 64, 1), ("dpf", 10, 7, 2)])
 def test_from_parts_control_bits_kernel_agrees(monkeypatch, kind: str, n: int, ell: int,

@@ -453,3 +453,56 @@ def unpack_control(bits, off, n):  # pragma: no cover
                 tl[i, k] = (bits[k, bb] >> bs) & 1
                 tr[i, k] = (bits[k, cb] >> cs) & 1
     return tl, tr
+
+
+@njit(cache=True, inline="always")
+def _push(row, pos, acc, nacc, v, w):  # pragma: no cover
+    """Append the ``w`` low bits of ``v`` to a little-endian bit stream; flush whole words."""
+    acc |= v << np.uint64(nacc)
+    if nacc + w >= 64:
+        for b in range(8):
+            row[pos + b] = np.uint8((acc >> np.uint64(8 * b)) & np.uint64(0xFF))
+        pos += 8
+        acc = (v >> np.uint64(64 - nacc)) if nacc > 0 else _ZERO
+        nacc = nacc + w - 64
+    else:
+        nacc += w
+    return pos, acc, nacc
+
+
+@njit(cache=True, nogil=True)
+def pack_bits(vcw, cw_last, tl, tr, ell, with_values):  # pragma: no cover
+    """The ``bits`` part of :meth:`TreeKey.to_parts` in one pass, ``(N, b)`` uint8.
+
+    Per key, little bit order: when ``with_values``, the value corrections level
+    by level (``vcw`` ``(n, N, m_v)``) and the final words (``cw_last`` ``(N, m)``),
+    ``ell`` bits each; then the ``n`` bits of ``tl`` and the ``n`` of ``tr``
+    ``(n, N)``. Same bytes as ``np.packbits`` of the concatenated bit rows.
+    """
+    n, num = tl.shape
+    mv, m = vcw.shape[2], cw_last.shape[1]
+    nv = (n * mv + m) if with_values else 0
+    nbytes = (nv * ell + 2 * n + 7) // 8
+    out = np.empty((num, nbytes), np.uint8)
+    vmask = _ALL if ell == 64 else (_ONE << np.uint64(ell)) - _ONE
+    for k in range(num):
+        row = out[k]
+        pos = 0
+        acc = _ZERO
+        nacc = 0
+        if with_values:
+            for i in range(n):
+                for j in range(mv):
+                    pos, acc, nacc = _push(row, pos, acc, nacc, vcw[i, k, j] & vmask, ell)
+            for j in range(m):
+                pos, acc, nacc = _push(row, pos, acc, nacc, cw_last[k, j] & vmask, ell)
+        for i in range(n):
+            pos, acc, nacc = _push(row, pos, acc, nacc, np.uint64(tl[i, k]) & _ONE, 1)
+        for i in range(n):
+            pos, acc, nacc = _push(row, pos, acc, nacc, np.uint64(tr[i, k]) & _ONE, 1)
+        b = 0
+        while pos < nbytes:
+            row[pos] = np.uint8((acc >> np.uint64(8 * b)) & np.uint64(0xFF))
+            pos += 1
+            b += 1
+    return out

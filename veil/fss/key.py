@@ -227,7 +227,8 @@ class TreeKey:
             seeds = self.seeds_buf
         else:
             seeds = np.concatenate([self.seed[None], self.scw], axis=0)
-        tbits = np.concatenate([self.tl.T, self.tr.T], axis=1)
+        fast = kernels.AVAILABLE  # one compiled pass instead of unpack/concatenate/packbits
+        tbits = None if fast else np.concatenate([self.tl.T, self.tr.T], axis=1)
         if self.ell == 64:
             if self.values_buf is not None:
                 values = self.values_buf
@@ -235,9 +236,15 @@ class TreeKey:
                 values = np.concatenate([self.vcw, self.cw_last[None]], axis=0)
             else:
                 values = self.cw_last[None]
-            bits = np.packbits(tbits, axis=1, bitorder="little")
         else:
             values = np.zeros((0, num, self.width), dtype=np.uint64)
+        if fast:
+            vcw = self.vcw if self.kind == "dcf" else self.vcw[:, :, :0]
+            bits = kernels.pack_bits(vcw, self.cw_last, self.tl, self.tr, self.ell,
+                                     self.ell != 64)
+        elif self.ell == 64:
+            bits = np.packbits(tbits, axis=1, bitorder="little")
+        else:
             bits = np.packbits(np.concatenate([_field_bits(self._per_key_values(), self.ell),
                                                tbits], axis=1), axis=1, bitorder="little")
         assert seeds.shape == (n + 1, num, 2)
