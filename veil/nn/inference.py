@@ -203,28 +203,6 @@ def _progress_callback(progress: Any, batch_index: int, batches: int) -> Progres
     return cb
 
 
-def _record_plan(graph: SecureGraph, batch: int) -> list:
-    """Dry run on zeros (local threads) that records the dealer requests of one batch."""
-    from veil.mpc.runtime import run
-
-    def job(party):
-        log: list = []
-        material = party.material
-
-        def recording(kind, **params):
-            log.append((kind, params))
-            return material(kind, **params)
-
-        party.material = recording
-        shared = share_weights(party, graph.public(), owner=MODEL_OWNER)
-        x = party.share(torch.zeros(batch, *graph.input_shape) if party.rank == DATA_OWNER
-                        else None, owner=DATA_OWNER, shape=(batch, *graph.input_shape))
-        secure_forward(party, shared, x)
-        return log
-
-    return run(job, transport="local", timeout=600)[0]
-
-
 _PLAN_CACHE: dict[tuple, list] = {}
 
 
@@ -237,7 +215,7 @@ def plan_for(graph: SecureGraph, batch: int) -> list:
     """The dealer requests of one batch (cached per graph and batch size)."""
     key = (graph.signature(), batch)
     if key not in _PLAN_CACHE:
-        _PLAN_CACHE[key] = material_plan(graph, batch, recorder=_record_plan)
+        _PLAN_CACHE[key] = material_plan(graph, batch)
     return _PLAN_CACHE[key]
 
 

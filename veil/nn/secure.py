@@ -174,20 +174,14 @@ def _beaver_plan(layer: Layer, in_shape: tuple[int, ...], batch: int) -> list[tu
     return []
 
 
-def material_plan(graph: SecureGraph, batch: int,
-                  recorder: Callable[[SecureGraph, int], list] | None = None) -> list:
+def material_plan(graph: SecureGraph, batch: int) -> list:
     """The dealer requests ``[(kind, params), ...]`` of one forward pass on ``batch`` inputs.
 
-    Linear layers' requests follow from their shapes. The non-linear gates'
-    requests come from :mod:`veil.mpc.nonlinear`'s planning functions when it
-    has them; otherwise ``recorder(graph, batch)`` (a dry run that records
-    requests) supplies the whole plan.
+    Linear layers' requests follow from their shapes; the non-linear gates' requests
+    come from :func:`veil.mpc.nonlinear.plan`.
     """
-    try:
-        from veil.mpc import nonlinear
-    except ImportError:  # the gates are not installed: only linear layers can run
-        nonlinear = None
-    planner = getattr(nonlinear, "plan", None)
+    from veil.mpc import nonlinear
+
     shapes = {graph.input_name: graph.input_shape}
     out: list = []
     for layer in graph.layers:
@@ -196,11 +190,7 @@ def material_plan(graph: SecureGraph, batch: int,
         if layer.op in ("linear", "conv2d", "affine"):
             out += _beaver_plan(layer, in_shape, batch)
         elif layer.op in ("relu", "maxpool2d", "argmax"):
-            if planner is None:
-                if recorder is None:
-                    raise NotImplementedError("veil.mpc.nonlinear has no plan(); pass recorder")
-                return recorder(graph, batch)
-            out += _gate_plan(planner, layer, (batch, *in_shape))
+            out += _gate_plan(nonlinear.plan, layer, (batch, *in_shape))
     return out
 
 
