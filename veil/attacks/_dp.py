@@ -18,15 +18,6 @@ if TYPE_CHECKING:
     from veil.attacks.targets import Recipe
 
 
-def check_available() -> tuple[bool, str]:
-    """``(True, "")`` when ``veil.dp`` exposes the PrivacyEngine this adapter uses."""
-    try:
-        from veil.dp import PrivacyEngine, epsilon_for  # noqa: F401
-    except ImportError as e:
-        return False, f"veil.dp is not importable ({e})"
-    return True, ""
-
-
 def train_dp_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> nn.Module:
     """Train ``model`` on ``(x, y)`` with DP-SGD: ``recipe.dp_noise``, ``recipe.dp_clip``,
     expected batch ``recipe.batch_size`` under Poisson sampling, ``recipe.epochs`` epochs."""

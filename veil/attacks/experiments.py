@@ -95,15 +95,6 @@ def membership_targets(quick: bool = False) -> list[MembershipTarget]:
     ]
 
 
-def dp_available() -> tuple[bool, str]:
-    """Whether :mod:`veil.dp` offers the DP-SGD engine the DP target needs."""
-    try:
-        from veil.attacks._dp import check_available
-    except ImportError as e:  # pragma: no cover - depends on the installed tree
-        return False, str(e)
-    return check_available()
-
-
 def membership_experiment(out_dir: str | Path, quick: bool = False, num_shadows: int | None = None,
                           targets: tuple[str, ...] = ("overfit", "generalised", "dp"),
                           seed: int = 0, tracker: Tracker = _no_progress) -> dict:
@@ -121,11 +112,6 @@ def membership_experiment(out_dir: str | Path, quick: bool = False, num_shadows:
     for t in membership_targets(quick):
         if t.name not in targets:
             continue
-        if t.recipe.dp_noise is not None:
-            ok, why = dp_available()
-            if not ok:
-                report["targets"][t.name] = {"skipped": f"DP-SGD unavailable: {why}"}
-                continue
         report["targets"][t.name] = _membership_target(t, out_dir, shadows, seed, tracker)
     first = next((v for v in report["targets"].values() if "attacks" in v), None)
     report["attacks"] = first["attacks"] if first else {}
@@ -442,6 +428,6 @@ def _label_accuracy(true: torch.Tensor, guessed: torch.Tensor) -> float:
     return float(torch.minimum(t, g).sum()) / len(true)
 
 
-__all__ = ["MembershipTarget", "Tracker", "dp_available", "gradient_experiment",
+__all__ = ["MembershipTarget", "Tracker", "gradient_experiment",
            "inversion_experiment", "load_model", "membership_experiment", "membership_of_model",
            "membership_targets"]

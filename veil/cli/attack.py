@@ -88,9 +88,6 @@ def membership_table(report: dict):
         t.add_column(col, justify="right" if col not in ("target", "attack") else "left",
                      no_wrap=True)
     for name, tr in report["targets"].items():
-        if "skipped" in tr:
-            t.add_row(name, "", tr["skipped"], "", "", "", "")
-            continue
         acc = f"{tr['train_accuracy']:.2f}/{tr['test_accuracy']:.2f}"
         for i, (attack, m) in enumerate(tr["attacks"].items()):
             t.add_row(name if i == 0 else "", acc if i == 0 else "", attack, _fmt(m["auc"]),
