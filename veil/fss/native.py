@@ -21,11 +21,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import threading
 
 import numpy as np
 
-from veil.fss.prg import fixed_key
+from veil.fss.prg import fixed_key, per_thread
 
 _LIB = None
 _P = ctypes.c_void_p
@@ -104,18 +103,9 @@ class EcbContexts:
         self.close()
 
 
-_LOCAL = threading.local()
-
-
 def contexts(count: int, first: int = 0) -> EcbContexts:
     """This thread's cached contexts for fixed keys ``first .. first+count-1``."""
-    cache = getattr(_LOCAL, "ctx", None)
-    if cache is None:
-        cache = _LOCAL.ctx = {}
-    key = (count, first)
-    if key not in cache:
-        cache[key] = EcbContexts(count, first)
-    return cache[key]
+    return per_thread(EcbContexts, count, first)
 
 
 def _self_test() -> bool:

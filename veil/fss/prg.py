@@ -20,11 +20,32 @@ Example
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 BLOCK_BYTES = 16
+
+_T = TypeVar("_T")
+_LOCAL = threading.local()
+
+
+def per_thread(factory: Callable[[int, int], _T], count: int, first: int) -> _T:
+    """This thread's ``factory(count, first)``, built once per thread.
+
+    AES contexts (OpenSSL's, whichever wrapper holds them) are borrowed exclusively
+    by one caller at a time, so each thread keeps its own.
+    """
+    cache = getattr(_LOCAL, "instances", None)
+    if cache is None:
+        cache = _LOCAL.instances = {}
+    key = (factory, count, first)
+    if key not in cache:
+        cache[key] = factory(count, first)
+    return cache[key]
 
 
 def fixed_key(index: int) -> bytes:

@@ -12,14 +12,12 @@ This module is the engine; use :mod:`veil.fss.dcf` and :mod:`veil.fss.dpf`.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from veil.csprng import CSPRNG, default_generator
 from veil.fss import kernels, native
 from veil.fss.key import TreeKey
-from veil.fss.prg import MMO
+from veil.fss.prg import MMO, per_thread
 
 #: Use the fused numba kernels (set to False to run the numpy reference path).
 USE_KERNELS = kernels.AVAILABLE
@@ -42,19 +40,8 @@ def _blocks_for(bits: int) -> int:
     return max(1, -(-bits // 128))
 
 
-_LOCAL = threading.local()
-
-
 def _prg(count: int, first: int) -> MMO:
-    # ECB encryptors are stateless but not shareable between threads (OpenSSL contexts are
-    # borrowed exclusively), so each thread caches its own per (count, first).
-    cache = getattr(_LOCAL, "prgs", None)
-    if cache is None:
-        cache = _LOCAL.prgs = {}
-    key = (count, first)
-    if key not in cache:
-        cache[key] = MMO(count, first)
-    return cache[key]
+    return per_thread(MMO, count, first)
 
 
 def _fields(words: np.ndarray, offset: int, count: int, ell: int) -> np.ndarray:
