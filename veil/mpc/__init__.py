@@ -9,6 +9,6 @@
 
 from veil.mpc.party import Party
 from veil.mpc.runtime import PartyFailedError, run
-from veil.mpc.tensor import SecretTensor, cat, conv2d, stack
+from veil.mpc.tensor import FixedSecretTensor, SecretTensor, cat, conv2d, stack
 
-__all__ = ["Party", "PartyFailedError", "SecretTensor", "cat", "conv2d", "run", "stack"]
+__all__ = ["FixedSecretTensor", "Party", "PartyFailedError", "SecretTensor", "cat", "conv2d", "run", "stack"]

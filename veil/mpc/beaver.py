@@ -11,10 +11,18 @@ computed as ``c_i + op(e, b_i + [i = 0] f) + op(a_i, f)``: two local ops per par
 ``torch.matmul`` (``matmul`` triples) or ``conv2d`` (``conv2d`` triples). The
 functions here work on raw ring shares: fixed-point truncation is the caller's
 business (:class:`veil.mpc.tensor.SecretTensor` does it).
+
+**A fixed second operand** (a served model's weights, multiplied by every
+query): :func:`open_fixed` opens ``f = y - b`` once under a dealer mask ``b``
+that the dealer keeps for this operand (:mod:`veil.sharing.masks`); then
+:func:`bilinear_fixed` needs a triple ``(a, c = op(a, b))`` for that same ``b``
+and opens only ``e = x - a``: each query's traffic is the size of ``x``, not
+of ``x`` and ``y``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -48,9 +56,66 @@ def bilinear(party: Party, op: str, x: torch.Tensor, y: torch.Tensor, **op_param
                             f"expected {tuple(x.shape)}, {tuple(y.shape)}")
     e, f = party.open_many([x - a, y - b])
     opp = {k: params[k] for k in ("stride", "padding") if k in params}
+    return _combine(op, c, e, b + f if party.rank == 0 else b, a, f, opp)
+
+
+def _combine(op: str, c: torch.Tensor, e: torch.Tensor, b_local: torch.Tensor, a: torch.Tensor,
+             f: torch.Tensor, opp: dict) -> torch.Tensor:
+    """``c + op(e, b_local) + op(a, f)``, where ``b_local = b_i + [i = 0] f``."""
     # c is single-use material owned by this call: accumulate into it in place.
-    z = c.add_(apply_bilinear(op, e, b + f if party.rank == 0 else b, **opp))
+    z = c.add_(apply_bilinear(op, e, b_local, **opp))
     return z.add_(apply_bilinear(op, a, f, **opp))
+
+
+@dataclass(frozen=True)
+class FixedOperand:
+    """A secret operand opened once under a reusable dealer mask (raw ring values).
+
+    ``opened`` is the public ``y - b``; ``mask_share`` this party's share of ``b``;
+    ``local`` is ``mask_share + [i = 0] opened`` (precomputed for every product).
+    """
+
+    mask_id: str
+    opened: torch.Tensor
+    mask_share: torch.Tensor
+    local: torch.Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.opened.shape
+
+
+def open_fixed(party: Party, y: torch.Tensor, mask_id: str) -> FixedOperand:
+    """Open the share ``y`` under the dealer's reusable mask ``mask_id`` (one round, once).
+
+    The dealer issues each mask id once, so ``y`` is the only value ever opened
+    under it; the opened ``y - b`` is uniform and reveals nothing about ``y``.
+    """
+    m = party.material("fixed_mask", mask_id=mask_id, shape=list(y.shape))
+    b = m["b"]
+    if b.shape != y.shape:
+        raise MaterialError(f"fixed mask {mask_id!r} has shape {tuple(b.shape)}, "
+                            f"expected {tuple(y.shape)}")
+    f = party.open(y - b)
+    return FixedOperand(mask_id, f, b, b + f if party.rank == 0 else b)
+
+
+def bilinear_fixed(party: Party, op: str, x: torch.Tensor, y: FixedOperand, **op_params
+                   ) -> torch.Tensor:
+    """This party's share of ``op(x, y)`` for a fixed operand ``y`` (one round; opens ``x - a``).
+
+    Same result as :func:`bilinear`, with a triple whose ``b`` is ``y``'s reusable mask.
+    """
+    params = {"shape_x": list(x.shape), "shape_y": list(y.shape), "mask_id": y.mask_id}
+    if op == "conv2d":
+        params.update(_conv_params(op_params.get("stride", 1), op_params.get("padding", 0)))
+    m = party.material(f"{op}_fixed", **params)
+    a, c = m["a"], m["c"]
+    if a.shape != x.shape:
+        raise MaterialError(f"{op} triple has shape {tuple(a.shape)}; expected {tuple(x.shape)}")
+    (e,) = party.open_many([x - a])
+    opp = {k: params[k] for k in ("stride", "padding") if k in params}
+    return _combine(op, c, e, y.local, a, y.opened, opp)
 
 
 def square(party: Party, x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,10 @@ parties on their own shares (SPMD).
 
 Costs: ``+``, ``-``, products with public values, reshapes, sums and indexing
 are local (no communication). ``secret * secret``, ``secret @ secret`` and
-``conv2d`` with a secret weight take one round and one Beaver triple.
+``conv2d`` with a secret weight take one round and one Beaver triple. An
+operand used in many products (a served model's weight) can be opened once
+under a reusable dealer mask with :meth:`SecretTensor.fix_mask`: each product
+with the :class:`FixedSecretTensor` then opens only the other operand.
 Products of two fixed-point values are truncated locally back to
 ``frac_bits`` (error: at most one ulp, except with probability
 ``2^(k+1-64)`` per element for a product of magnitude ``< 2^k`` in ring units; see
@@ -222,14 +225,20 @@ class SecretTensor:
         return -self
 
     # -- products --------------------------------------------------------------------
-    def _product(self, other: SecretTensor, op: str, **op_params) -> SecretTensor:
+    def _product(self, other: SecretTensor | FixedSecretTensor, op: str, **op_params
+                 ) -> SecretTensor:
         self._check_same_party(other)
-        raw = beaver.bilinear(self.party, op, self.share, other.share, **op_params)
+        if isinstance(other, FixedSecretTensor):
+            raw = beaver.bilinear_fixed(self.party, op, self.share, other.operand, **op_params)
+        else:
+            raw = beaver.bilinear(self.party, op, self.share, other.share, **op_params)
         bits = min(self.frac_bits, other.frac_bits)
         return self._wrap(self._truncate(raw, bits), max(self.frac_bits, other.frac_bits),
                           _promote(self.dtype, other.dtype))
 
-    def __mul__(self, other: SecretTensor | Public) -> SecretTensor:
+    def __mul__(self, other: SecretTensor | FixedSecretTensor | Public) -> SecretTensor:
+        if isinstance(other, FixedSecretTensor):
+            return self._product(other, "beaver")
         if isinstance(other, SecretTensor):
             if other is self:
                 return self.square()
@@ -274,8 +283,8 @@ class SecretTensor:
                 return result
             base = base.square()
 
-    def __matmul__(self, other: SecretTensor | Public) -> SecretTensor:
-        if isinstance(other, SecretTensor):
+    def __matmul__(self, other: SecretTensor | FixedSecretTensor | Public) -> SecretTensor:
+        if isinstance(other, SecretTensor | FixedSecretTensor):
             return self._product(other, "matmul")
         exact = self._exact_int(other)
         if exact is not None and isinstance(exact, torch.Tensor):
@@ -300,14 +309,15 @@ class SecretTensor:
         out = self @ wt
         return out + bias if bias is not None else out
 
-    def conv2d(self, weight: SecretTensor | Public, bias: SecretTensor | Public | None = None,
+    def conv2d(self, weight: SecretTensor | FixedSecretTensor | Public,
+               bias: SecretTensor | Public | None = None,
                stride: ring.IntPair = 1, padding: ring.IntPair = 0) -> SecretTensor:
         """2-D convolution of this (N, C, H, W) input with ``weight`` (O, C, kH, kW).
 
         A secret weight costs one round (a convolution triple); a public weight is local.
         ``bias`` (shape (O,)) is added per output channel.
         """
-        if isinstance(weight, SecretTensor):
+        if isinstance(weight, SecretTensor | FixedSecretTensor):
             out = self._product(weight, "conv2d", stride=stride, padding=padding)
         else:
             exact = self._exact_int(weight)
@@ -425,6 +435,17 @@ class SecretTensor:
             enc = self._encode(value, self.frac_bits)
             share[index] = enc if self.party.rank == 0 else torch.zeros_like(enc)
         self.share = share
+
+    def fix_mask(self, mask_id: str) -> FixedSecretTensor:
+        """Open this secret once under the dealer's reusable mask ``mask_id`` (one round).
+
+        For an operand of many products, e.g. a served model's weight: every later
+        ``x @ fixed``, ``x.conv2d(fixed)`` or ``x * fixed`` opens only ``x``. The
+        dealer issues each ``mask_id`` once (asking again raises), so use a fresh id
+        per value (a session id and the parameter's name).
+        """
+        operand = beaver.open_fixed(self.party, self.share, mask_id)
+        return FixedSecretTensor(operand, self.party, self.frac_bits, self.dtype)
 
     # -- reveal ------------------------------------------------------------------------
     def reveal(self, to: int | None = None, *, dtype: torch.dtype | None = None
@@ -558,6 +579,37 @@ def conv2d(input: SecretTensor | Public, weight: SecretTensor | Public,
         raw = ring.conv2d(weight._encode(input, weight.frac_bits), weight.share, stride, padding)
         out = weight._wrap(weight._truncate(raw, weight.frac_bits))
     return _add_channel_bias(out, bias)
+
+
+class FixedSecretTensor:
+    """A secret opened once under a reusable dealer mask (see :meth:`SecretTensor.fix_mask`).
+
+    It is only a right-hand operand of products with a :class:`SecretTensor`
+    (``x @ w``, ``x.conv2d(w)``, ``x * w``), each costing one round that opens
+    ``x - a`` only. Nothing about the value is revealed: what is public is the
+    value minus a uniform mask that the dealer never issues twice.
+    """
+
+    __slots__ = ("operand", "party", "frac_bits", "dtype")
+
+    def __init__(self, operand: beaver.FixedOperand, party: Party, frac_bits: int,
+                 dtype: torch.dtype) -> None:
+        self.operand = operand
+        self.party = party
+        self.frac_bits = frac_bits
+        self.dtype = dtype
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.operand.shape
+
+    @property
+    def mask_id(self) -> str:
+        return self.operand.mask_id
+
+    def __repr__(self) -> str:
+        return (f"FixedSecretTensor(shape={tuple(self.shape)}, mask_id={self.mask_id!r}, "
+                f"party={self.party.rank})")
 
 
 def _add_channel_bias(out: SecretTensor, bias: SecretTensor | Public | None) -> SecretTensor:

@@ -12,6 +12,11 @@ private file, so the images never even enter the model owner's memory.
 - :func:`serve`: inference as a service: share the weights once, answer many
   batches, each with fresh dealer material; one report per batch.
 
+The weights are opened once, at sharing time, under masks that the dealer
+keeps for this session (:mod:`veil.sharing.masks`); every query then opens
+only its own activations under fresh masks, so the online traffic does not
+grow with the size of the model.
+
 Example
 -------
 >>> import torch, veil
@@ -28,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import secrets
 import tempfile
 import threading
 import time
@@ -49,7 +55,8 @@ from veil.nn.secure import (
 )
 
 Progress = Callable[[int, int], None]
-_FSS_FREE_KINDS = {"matmul", "conv2d", "beaver", "square"}
+_FSS_FREE_KINDS = {"matmul", "conv2d", "beaver", "square", "fixed_mask", "matmul_fixed",
+                   "conv2d_fixed", "beaver_fixed"}
 
 
 # --------------------------------------------------------------------------- party-local job
@@ -145,7 +152,7 @@ def _warm_up() -> None:
         gates.sign_finish(m1, 1, xh, wh)
 
 
-def _service_job(party, public: SecureGraph, weights_src: Any, inputs_src: Any,
+def _service_job(party, public: SecureGraph, weights_src: Any, inputs_src: Any, session: str,
                  batch_sizes: Sequence[int], plans: Sequence[list], reveal_to: int | None,
                  progress: Any = None, prefetch: Sequence[bool] = ()) -> dict:
     """SPMD program of both computing parties (see :func:`serve`)."""
@@ -158,7 +165,7 @@ def _service_job(party, public: SecureGraph, weights_src: Any, inputs_src: Any,
     _warm_up()
 
     s0, t0 = party.stats(), time.perf_counter()
-    shared = share_weights(party, graph, owner=MODEL_OWNER)
+    shared = share_weights(party, graph, owner=MODEL_OWNER, session=session)
     s1, t1 = party.stats(), time.perf_counter()
     out: dict[str, Any] = {"setup_s": t1 - t0, "setup_bytes": _delta(s0, s1, "bytes_sent"),
                            "setup_rounds": _delta(s0, s1, "rounds"), "batches": []}
@@ -203,20 +210,14 @@ def _progress_callback(progress: Any, batch_index: int, batches: int) -> Progres
     return cb
 
 
-_PLAN_CACHE: dict[tuple, list] = {}
-
-
 def prefetch_limit_bytes() -> int:
     """Most dealer material (bytes per party) that ``offline="auto"`` fetches up front."""
     return int(float(os.environ.get("VEIL_PREFETCH_LIMIT_MB", "1024")) * 2**20)
 
 
-def plan_for(graph: SecureGraph, batch: int) -> list:
-    """The dealer requests of one batch (cached per graph and batch size)."""
-    key = (graph.signature(), batch)
-    if key not in _PLAN_CACHE:
-        _PLAN_CACHE[key] = material_plan(graph, batch)
-    return _PLAN_CACHE[key]
+def new_session() -> str:
+    """A fresh public session id: the dealer's reusable weight masks are per session."""
+    return secrets.token_hex(8)
 
 
 # --------------------------------------------------------------------------- public API
@@ -278,7 +279,8 @@ def serve(
     for x in batches:
         graph.check_input(x)
     sizes = [int(x.shape[0]) for x in batches]
-    plans = [plan_for(graph, b) for b in sizes]
+    session = new_session()
+    plans = [material_plan(graph, b, session) for b in sizes]
     if offline not in ("auto", "prefetch", "stream"):
         raise ValueError(f"offline must be 'auto', 'prefetch' or 'stream', got {offline!r}")
     fetch = [offline == "prefetch" or (offline == "auto" and
@@ -287,24 +289,24 @@ def serve(
     inputs = [x.detach().double().cpu() for x in batches]
     public = graph.public()
     if transport == "local":
-        results = _run_local(public, graph.state(), inputs, sizes, plans, reveal_to, timeout,
-                             progress, fetch)
+        results = _run_local(public, graph.state(), inputs, session, sizes, plans, reveal_to,
+                             timeout, progress, fetch)
     else:
-        results = _run_tcp(public, graph.state(), inputs, sizes, plans, reveal_to, timeout,
-                           threads, progress, fetch)
+        results = _run_tcp(public, graph.state(), inputs, session, sizes, plans, reveal_to,
+                           timeout, threads, progress, fetch)
     return _collect(results, sizes, transport, reveal_to)
 
 
-def _run_local(public, state, inputs, sizes, plans, reveal_to, timeout, progress,
+def _run_local(public, state, inputs, session, sizes, plans, reveal_to, timeout, progress,
                fetch) -> list:
     from veil.mpc.runtime import run
 
     return run(_service_job, transport="local", timeout=timeout,
-               args=(public, state, inputs, sizes, plans, reveal_to, progress, fetch))
+               args=(public, state, inputs, session, sizes, plans, reveal_to, progress, fetch))
 
 
-def _run_tcp(public, state, inputs, sizes, plans, reveal_to, timeout, threads, progress,
-             fetch) -> list:
+def _run_tcp(public, state, inputs, session, sizes, plans, reveal_to, timeout, threads,
+             progress, fetch) -> list:
     import multiprocessing as mp
 
     from veil.mpc.runtime import run
@@ -336,8 +338,8 @@ def _run_tcp(public, state, inputs, sizes, plans, reveal_to, timeout, threads, p
             # spawn, not fork: a forked party would inherit the launcher's memory (both inputs)
             return run(_service_job, transport="tcp", timeout=timeout, threads=threads,
                        start_method="spawn",
-                       args=(public, str(weights_file), str(inputs_file), sizes, plans,
-                             reveal_to, q, fetch))
+                       args=(public, str(weights_file), str(inputs_file), session, sizes,
+                             plans, reveal_to, q, fetch))
         finally:
             stop.set()
             if manager is not None:

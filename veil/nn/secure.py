@@ -5,6 +5,10 @@ each on its own shares):
 
 - :func:`share_weights`: the model owner secret-shares every parameter once
   (no communication: the peer's share is drawn from randomness common to both);
+  with a ``session`` id, the weights of Linear, Conv2d and standalone BatchNorm
+  layers are also opened once under reusable dealer masks
+  (:meth:`~veil.mpc.tensor.SecretTensor.fix_mask`), so that each query opens
+  only its activations, never the weights again;
 - :func:`secure_forward`: the layers on :class:`~veil.mpc.tensor.SecretTensor` s:
   Linear and Conv2d through matrix/convolution Beaver triples (one round each),
   a standalone BatchNorm as an elementwise Beaver product, ReLU, max pooling and
@@ -12,7 +16,8 @@ each on its own shares):
   average pooling, residual additions, reshapes and Dropout locally;
 - :func:`material_plan`: the exact list of dealer requests ``(kind, params)`` of
   one forward pass, known from the graph's shapes before any input exists, so
-  that the offline phase runs (and is timed) separately.
+  that the offline phase runs (and is timed) separately; :func:`setup_plan`
+  the requests of :func:`share_weights` with a session.
 
 The arithmetic is the one of the plaintext twin (:mod:`veil.nn.twin`): after
 each product the shares are truncated locally (SecureML), which is off by at
@@ -45,7 +50,7 @@ from veil.nn.graph import Layer, SecureGraph
 
 if TYPE_CHECKING:
     from veil.mpc.party import Party
-    from veil.mpc.tensor import SecretTensor
+    from veil.mpc.tensor import FixedSecretTensor, SecretTensor
 
 MODEL_OWNER = 0
 DATA_OWNER = 1
@@ -53,12 +58,19 @@ DATA_OWNER = 1
 Progress = Callable[[int, int], None]
 
 
+_BILINEAR_OPS = ("linear", "conv2d", "affine")
+
+
 @dataclass
 class SharedModel:
-    """This party's shares of a model's parameters, keyed by ``(layer, 'weight'|'bias')``."""
+    """This party's shares of a model's parameters, keyed by ``(layer, 'weight'|'bias')``.
+
+    With a session, the weights of bilinear layers are :class:`FixedSecretTensor` s.
+    """
 
     graph: SecureGraph
-    params: dict[tuple[str, str], SecretTensor]
+    params: dict[tuple[str, str], SecretTensor | FixedSecretTensor]
+    session: str | None = None
 
 
 def _param_view(layer: Layer, kind: str, t: torch.Tensor) -> torch.Tensor:
@@ -81,22 +93,42 @@ def parameter_shapes(graph: SecureGraph) -> list[tuple[str, str, tuple[int, ...]
     return out
 
 
-def share_weights(party: Party, graph: SecureGraph, owner: int = MODEL_OWNER) -> SharedModel:
+def mask_id(session: str, layer: str) -> str:
+    """The dealer's reusable-mask id of ``layer``'s weight in ``session`` (public)."""
+    return f"{session}/{layer}.weight"
+
+
+def share_weights(party: Party, graph: SecureGraph, owner: int = MODEL_OWNER,
+                  session: str | None = None) -> SharedModel:
     """Secret-share every parameter of ``graph``, owned by ``owner`` (once per model).
 
     The owner passes the graph with its weights; the other party passes
     ``graph.public()`` (weights replaced by zero placeholders of the same shape,
-    never read).
+    never read). With ``session`` (a public id, new for every sharing of a
+    model: the dealer refuses a mask id twice), the weights of bilinear layers
+    are opened once under the dealer's reusable masks (one round and one
+    weight-sized message per layer, once); then the plan of every batch must
+    be :func:`material_plan` with the same session.
     """
-    params: dict[tuple[str, str], SecretTensor] = {}
+    params: dict[tuple[str, str], SecretTensor | FixedSecretTensor] = {}
     by_name = {layer.name: layer for layer in graph.layers}
     for name, kind, shape in parameter_shapes(graph):
+        layer = by_name[name]
         value = None
         if party.rank == owner:
-            layer = by_name[name]
             value = _param_view(layer, kind, getattr(layer, kind)).double()
-        params[(name, kind)] = party.share(value, owner=owner, shape=shape)
-    return SharedModel(graph, params)
+        param = party.share(value, owner=owner, shape=shape)
+        if session is not None and kind == "weight" and layer.op in _BILINEAR_OPS:
+            param = param.fix_mask(mask_id(session, name))
+        params[(name, kind)] = param
+    return SharedModel(graph, params, session)
+
+
+def setup_plan(graph: SecureGraph, session: str) -> list:
+    """The dealer requests of :func:`share_weights` with ``session`` (the reusable masks)."""
+    return [("fixed_mask", {"mask_id": mask_id(session, name), "shape": list(shape)})
+            for name, kind, shape in parameter_shapes(graph)
+            if kind == "weight" and graph.layer(name).op in _BILINEAR_OPS]
 
 
 def _layer(party: Party, model: SharedModel, layer: Layer, args: list[SecretTensor]
@@ -159,26 +191,24 @@ def _last_use(graph: SecureGraph) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- the dealer's plan
 
-def _beaver_plan(layer: Layer, in_shape: tuple[int, ...], batch: int) -> list[tuple[str, dict]]:
-    x_shape = [batch, *in_shape]
-    if layer.op == "linear":
-        w = layer.weight
-        return [("matmul", {"shape_x": x_shape, "shape_y": [w.shape[1], w.shape[0]]})]
-    if layer.op == "conv2d":
-        return [("conv2d", {"shape_x": x_shape, "shape_y": list(layer.weight.shape),
-                            "stride": list(layer.params["stride"]),
-                            "padding": list(layer.params["padding"])})]
-    if layer.op == "affine":
-        shape_y = [1, layer.weight.shape[0]] + [1] * (len(in_shape) - 1)
-        return [("beaver", {"shape_x": x_shape, "shape_y": shape_y})]
-    return []
+def _beaver_plan(layer: Layer, in_shape: tuple[int, ...], batch: int, session: str | None
+                 ) -> list[tuple[str, dict]]:
+    params: dict = {"shape_x": [batch, *in_shape],
+                    "shape_y": list(_param_view(layer, "weight", layer.weight).shape)}
+    op = {"linear": "matmul", "conv2d": "conv2d", "affine": "beaver"}[layer.op]
+    if op == "conv2d":
+        params.update(stride=list(layer.params["stride"]), padding=list(layer.params["padding"]))
+    if session is None:
+        return [(op, params)]
+    return [(f"{op}_fixed", {**params, "mask_id": mask_id(session, layer.name)})]
 
 
-def material_plan(graph: SecureGraph, batch: int) -> list:
+def material_plan(graph: SecureGraph, batch: int, session: str | None = None) -> list:
     """The dealer requests ``[(kind, params), ...]`` of one forward pass on ``batch`` inputs.
 
-    Linear layers' requests follow from their shapes; the non-linear gates' requests
-    come from :func:`veil.mpc.nonlinear.plan`.
+    Linear layers' requests follow from their shapes (triples with the reusable
+    weight masks of ``session``, or fresh triples without one); the non-linear
+    gates' requests come from :func:`veil.mpc.nonlinear.plan`.
     """
     from veil.mpc import nonlinear
 
@@ -187,8 +217,8 @@ def material_plan(graph: SecureGraph, batch: int) -> list:
     for layer in graph.layers:
         in_shape = shapes[layer.inputs[0]]
         shapes[layer.name] = layer.out_shape
-        if layer.op in ("linear", "conv2d", "affine"):
-            out += _beaver_plan(layer, in_shape, batch)
+        if layer.op in _BILINEAR_OPS:
+            out += _beaver_plan(layer, in_shape, batch, session)
         elif layer.op in ("relu", "maxpool2d", "argmax"):
             out += _gate_plan(nonlinear.plan, layer, (batch, *in_shape))
     return out

@@ -26,6 +26,7 @@ import torch
 from veil.comm.link import Link
 from veil.csprng import CSPRNG
 from veil.sharing.errors import MaterialError, MaterialMismatchError
+from veil.sharing.masks import MaskKeyring
 from veil.sharing.material import (
     Material,
     MaterialKind,
@@ -80,11 +81,15 @@ class Dealer:
         ``{0: link to party 0, 1: link to party 1}``.
     rng:
         The dealer's generator (fresh ``os.urandom`` key by default).
+    keyring:
+        The dealer's reusable masks (a fresh secret key by default).
     """
 
-    def __init__(self, links: Mapping[int, Link], rng: CSPRNG | None = None) -> None:
+    def __init__(self, links: Mapping[int, Link], rng: CSPRNG | None = None,
+                 keyring: MaskKeyring | None = None) -> None:
         self.links = links
         self.rng = rng or CSPRNG()
+        self.keyring = keyring or MaskKeyring()
         self.generate_s = 0.0
         self.items = 0
 
@@ -130,7 +135,7 @@ class Dealer:
             t0 = time.perf_counter()
             try:
                 for kind, params, module in reqs[0]:
-                    m0, m1 = get_kind(kind, module).generate(self.rng, **params)
+                    m0, m1 = get_kind(kind, module).run(self.rng, self.keyring, params)
                     halves[0].append(m0)
                     halves[1].append(m1)
             except (MaterialError, TypeError, ValueError) as exc:

@@ -5,6 +5,10 @@ generator run by the dealer::
 
     generate(rng: CSPRNG, **params) -> (material_for_party0, material_for_party1)
 
+A kind registered with ``keyed=True`` is also given the dealer's
+:class:`~veil.sharing.masks.MaskKeyring` (``generate(rng, keyring, **params)``):
+the one piece of dealer state, for masks reused across requests.
+
 where material is a dict of tensors, numpy arrays, bytes and JSON scalars (it
 travels with :mod:`veil.comm.wire`, never pickle). A kind may also register an
 ``expand(rank, material, **params) -> dict`` run by the receiving party: this is
@@ -31,11 +35,15 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from veil.sharing.errors import MaterialReusedError, UnknownMaterialError
+
+if TYPE_CHECKING:
+    from veil.csprng import CSPRNG
+    from veil.sharing.masks import MaskKeyring
 
 Generator = Callable[..., tuple[dict, dict]]
 Expander = Callable[..., dict]
@@ -49,6 +57,14 @@ class MaterialKind:
     generate: Generator
     expand: Expander | None
     module: str
+    keyed: bool = False
+
+    def run(self, rng: CSPRNG, keyring: MaskKeyring, params: Mapping[str, Any]
+            ) -> tuple[dict, dict]:
+        """Generate one item (the dealer's side): both parties' halves."""
+        if self.keyed:
+            return self.generate(rng, keyring, **params)
+        return self.generate(rng, **params)
 
 
 _REGISTRY: dict[str, MaterialKind] = {}
@@ -56,7 +72,7 @@ _LOCK = threading.Lock()
 
 
 def register_material(
-    name: str, *, expand: Expander | None = None, replace: bool = False
+    name: str, *, expand: Expander | None = None, replace: bool = False, keyed: bool = False
 ) -> Callable[[Generator], Generator]:
     """Decorator registering ``generate(rng, **params) -> (m0, m1)`` under ``name``.
 
@@ -69,6 +85,8 @@ def register_material(
         party (e.g. to expand a seed into tensors).
     replace:
         Allow re-registering an existing name (otherwise a clear error).
+    keyed:
+        The generator takes the dealer's mask keyring as second argument.
 
     Example
     -------
@@ -88,7 +106,7 @@ def register_material(
                 if (old.module, old.generate.__qualname__) != (fn.__module__, fn.__qualname__):
                     raise ValueError(f"material kind {name!r} is already registered by "
                                      f"{old.module}")
-            _REGISTRY[name] = MaterialKind(name, fn, expand, fn.__module__)
+            _REGISTRY[name] = MaterialKind(name, fn, expand, fn.__module__, keyed)
         return fn
 
     return deco

@@ -44,6 +44,7 @@ from veil.sharing.errors import (
     StoreError,
 )
 from veil.sharing.material import get_kind, normalize_plan, request_key
+from veil.sharing.masks import MaskKeyring
 
 FORMAT = "veil-store-1"
 
@@ -193,16 +194,20 @@ class DiskStore:
             self.close()
 
 
-def generate_items(plan, rng: CSPRNG | None = None) -> tuple[list, list, float]:
+def generate_items(plan, rng: CSPRNG | None = None, keyring: MaskKeyring | None = None
+                   ) -> tuple[list, list, float]:
     """Run the dealer's generators on a plan: per-party lists of ``(kind, params, material)``.
 
-    Returns ``(items_party0, items_party1, seconds)``.
+    Returns ``(items_party0, items_party1, seconds)``. Reusable masks (``keyring``,
+    fresh by default) live only as long as this call: a plan that uses one must
+    also issue it.
     """
     rng = rng or CSPRNG()
+    keyring = keyring or MaskKeyring()
     items: tuple[list, list] = ([], [])
     t0 = time.perf_counter()
     for kind, params in normalize_plan(plan):
-        m0, m1 = get_kind(kind).generate(rng, **params)
+        m0, m1 = get_kind(kind).run(rng, keyring, params)
         items[0].append((kind, params, m0))
         items[1].append((kind, params, m1))
     return items[0], items[1], time.perf_counter() - t0
@@ -241,7 +246,8 @@ def write_store(path: str | os.PathLike, party: int, items: list, store_id: str,
 
 
 def preprocess(plan, directory: str | os.PathLike, *, overwrite: bool = False,
-               rng: CSPRNG | None = None) -> dict[str, float]:
+               rng: CSPRNG | None = None, keyring: MaskKeyring | None = None
+               ) -> dict[str, float]:
     """Generate the material of ``plan`` offline into ``directory/party0`` and ``party1``.
 
     Returns offline statistics: generation time, items, bytes per party.
@@ -255,7 +261,7 @@ def preprocess(plan, directory: str | os.PathLike, *, overwrite: bool = False,
     1
     """
     rng = rng or CSPRNG()
-    items0, items1, gen_s = generate_items(plan, rng)
+    items0, items1, gen_s = generate_items(plan, rng, keyring)
     store_id = rng.random_bytes(16).hex()
     t0 = time.perf_counter()
     directory = Path(directory)

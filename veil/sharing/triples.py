@@ -12,7 +12,12 @@ Registered kinds and their parameters:
 - ``matmul``: ``shape_x``, ``shape_y`` (``torch.matmul`` shapes, batched too);
 - ``conv2d``: ``shape_x`` (N, C, H, W), ``shape_y`` (weight O, C, kH, kW), ``stride``,
   ``padding`` (pairs);
-- ``square``: ``shape`` (``a`` and ``c = a * a``).
+- ``square``: ``shape`` (``a`` and ``c = a * a``);
+- ``fixed_mask``: ``mask_id``, ``shape``: shares of the dealer's reusable mask ``b``
+  (:mod:`veil.sharing.masks`), issued once per id;
+- ``beaver_fixed``, ``matmul_fixed``, ``conv2d_fixed``: as the triples above, but
+  ``b`` is the issued mask ``mask_id`` (``shape_y`` its shape): each party gets
+  ``(a, c = op(a, b))`` only, and keeps its share of ``b`` from ``fixed_mask``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 from veil import ring
 from veil.csprng import CSPRNG
 from veil.sharing.errors import MaterialError
+from veil.sharing.masks import MaskKeyring
 from veil.sharing.material import register_material
 
 Shape = Sequence[int]
@@ -92,6 +98,18 @@ def _op_params(op: str, params: dict) -> dict:
     return {k: params[k] for k in ("stride", "padding") if k in params} if op == "conv2d" else {}
 
 
+def _generate_fixed(op: str, rng: CSPRNG, keyring: MaskKeyring, shape_x: Shape, shape_y: Shape,
+                    mask_id: str, **params) -> tuple[dict, dict]:
+    opp = _op_params(op, params)
+    b = keyring.mask(mask_id, shape_y)
+    shape_c = bilinear_shape(op, shape_x, shape_y, **opp)
+    s0, s1 = rng.seed(), rng.seed()
+    g0 = CSPRNG(s0)
+    a0, c0 = g0.integers(shape_x), g0.integers(shape_c)
+    a = CSPRNG(s1).integers(shape_x).add_(a0)
+    return {"seed": s0}, {"seed": s1, "c": apply_bilinear(op, a, b, **opp).sub_(c0)}
+
+
 def _generate(op: str, rng: CSPRNG, shape_x: Shape, shape_y: Shape, **params) -> tuple[dict, dict]:
     opp = _op_params(op, params)
     shape_c = bilinear_shape(op, shape_x, shape_y, **opp)
@@ -126,6 +144,16 @@ def _expand(op: str, rank: int, material: dict, shape_x: Shape, shape_y: Shape, 
     return {"a": a, "b": b, "c": c}
 
 
+def _expand_fixed(op: str, rank: int, material: dict, shape_x: Shape, shape_y: Shape,
+                  mask_id: str, **params) -> dict:
+    opp = _op_params(op, params)
+    shape_c = bilinear_shape(op, shape_x, shape_y, **opp)
+    g = _seeded(material, f"{op} triple with a fixed mask")
+    a = g.integers(shape_x)
+    c = g.integers(shape_c) if rank == 0 else _correction(material, shape_c, f"{op} triple")
+    return {"a": a, "c": c}
+
+
 def _register(op: str) -> None:
     def generate(rng: CSPRNG, **params) -> tuple[dict, dict]:
         return _generate(op, rng, **params)
@@ -133,12 +161,36 @@ def _register(op: str) -> None:
     def expand(rank: int, material: dict, **params) -> dict:
         return _expand(op, rank, material, **params)
 
+    def generate_fixed(rng: CSPRNG, keyring: MaskKeyring, **params) -> tuple[dict, dict]:
+        return _generate_fixed(op, rng, keyring, **params)
+
+    def expand_fixed(rank: int, material: dict, **params) -> dict:
+        return _expand_fixed(op, rank, material, **params)
+
     generate.__name__ = generate.__qualname__ = f"generate_{op}_triple"
+    generate_fixed.__name__ = generate_fixed.__qualname__ = f"generate_{op}_fixed_triple"
     register_material(op, expand=expand, replace=True)(generate)
+    register_material(f"{op}_fixed", expand=expand_fixed, replace=True, keyed=True)(
+        generate_fixed)
 
 
 for _op in ("beaver", "matmul", "conv2d"):
     _register(_op)
+
+
+def _expand_fixed_mask(rank: int, material: dict, *, mask_id: str, shape: Shape) -> dict:
+    if rank == 0:
+        return {"b": _seeded(material, "fixed mask").integers(shape)}
+    return {"b": _correction(material, shape, "fixed mask")}
+
+
+@register_material("fixed_mask", expand=_expand_fixed_mask, replace=True, keyed=True)
+def generate_fixed_mask(rng: CSPRNG, keyring: MaskKeyring, *, mask_id: str, shape: Shape
+                        ) -> tuple[dict, dict]:
+    """Shares of the reusable mask ``mask_id`` (issued once: a second request raises)."""
+    b = keyring.issue(mask_id, shape)
+    s0 = rng.seed()
+    return {"seed": s0}, {"c": b - CSPRNG(s0).integers(shape)}
 
 
 def _expand_square(rank: int, material: dict, *, shape: Shape) -> dict:
