@@ -10,7 +10,6 @@ from veil.sharing.store import generate_items, open_store
 from veil.sharing.triples import apply_bilinear
 
 
-
 def _bit_frequencies(x: torch.Tensor) -> torch.Tensor:
     return ((x.unsqueeze(-1) >> torch.arange(64)) & 1).reshape(-1, 64).double().mean(0)
 

@@ -11,4 +11,5 @@ from veil.mpc.party import Party
 from veil.mpc.runtime import PartyFailedError, run
 from veil.mpc.tensor import FixedSecretTensor, SecretTensor, cat, conv2d, stack
 
-__all__ = ["FixedSecretTensor", "Party", "PartyFailedError", "SecretTensor", "cat", "conv2d", "run", "stack"]
+__all__ = ["FixedSecretTensor", "Party", "PartyFailedError", "SecretTensor", "cat", "conv2d",
+           "run", "stack"]

@@ -43,8 +43,8 @@ from veil.sharing.errors import (
     MaterialMismatchError,
     StoreError,
 )
-from veil.sharing.material import get_kind, normalize_plan, request_key
 from veil.sharing.masks import MaskKeyring
+from veil.sharing.material import get_kind, normalize_plan, request_key
 
 FORMAT = "veil-store-1"
 
