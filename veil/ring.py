@@ -243,32 +243,46 @@ def conv2d_output_shape(
     return n, o, oh, ow
 
 
+#: Below this many GEMM rows (batch x output pixels), an int64 GEMM on im2col columns beats
+#: torch's native int64 convolution on CPU (2-3x on VGG16's and AlexNet's small late layers;
+#: measured per layer of the zoo, see docs/inference.md); above it the native one wins.
+IM2COL_MAX_ROWS = 256
+
+
 def conv2d(
     x: torch.Tensor, weight: torch.Tensor, stride: IntPair = 1, padding: IntPair = 0,
-    limbs: bool | None = None,
+    limbs: bool | None = None, weight_matrix: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Ring 2-D convolution (cross-correlation, like ``torch.nn.functional.conv2d``).
 
-    On CPU, torch's native int64 convolution (exact, wrapping; the faster one);
+    On CPU, torch's native int64 convolution (exact, wrapping), or im2col and an
+    int64 GEMM when the output has few pixels (:data:`IM2COL_MAX_ROWS`);
     elsewhere, or with ``limbs=True``, :func:`conv2d_im2col` with limb GEMMs.
+    ``weight_matrix`` is ``conv2d_weight_matrix(weight)`` when the caller keeps it
+    (a weight used many times): it saves a transposition per call.
     """
     if x.dtype != torch.int64 or weight.dtype != torch.int64:
         raise TypeError("ring conv2d needs int64 operands")
-    conv2d_output_shape(x.shape, weight.shape, stride, padding)
+    n, _, oh, ow = conv2d_output_shape(x.shape, weight.shape, stride, padding)
     if limbs is None:
         limbs = x.device.type != "cpu"
-    if not limbs:
+    if not limbs and n * oh * ow > IM2COL_MAX_ROWS:
         try:
             return F.conv2d(x, weight, stride=_pair(stride, "stride"),
                             padding=_pair(padding, "padding"))
         except (RuntimeError, NotImplementedError):  # a torch build without int64 conv
             pass
-    return conv2d_im2col(x, weight, stride, padding, limbs=limbs)
+    return conv2d_im2col(x, weight, stride, padding, limbs=limbs, weight_matrix=weight_matrix)
+
+
+def conv2d_weight_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """The (C*kH*kW, O) contiguous layout of a convolution weight used by im2col GEMMs."""
+    return weight.reshape(weight.shape[0], -1).t().contiguous()
 
 
 def conv2d_im2col(
     x: torch.Tensor, weight: torch.Tensor, stride: IntPair = 1, padding: IntPair = 0,
-    limbs: bool | None = None,
+    limbs: bool | None = None, weight_matrix: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Ring convolution as im2col plus a ring :func:`matmul`: exact on any device."""
     n, o, oh, ow = conv2d_output_shape(x.shape, weight.shape, stride, padding)
@@ -278,5 +292,7 @@ def conv2d_im2col(
         x = F.pad(x, (pw, pw, ph, ph))
     cols = x.unfold(2, kh, sh).unfold(3, kw, sw)  # (N, C, OH, OW, kH, kW)
     cols = cols.permute(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
-    out = matmul(cols, weight.reshape(o, c * kh * kw).t(), limbs=limbs)
+    if weight_matrix is None:
+        weight_matrix = weight.reshape(o, c * kh * kw).t()
+    out = matmul(cols, weight_matrix, limbs=limbs)
     return out.reshape(n, oh, ow, o).permute(0, 3, 1, 2).contiguous()

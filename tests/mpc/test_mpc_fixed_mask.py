@@ -116,3 +116,18 @@ def test_data_owner_view_is_uniform_whatever_the_weights():
             for t in msg if isinstance(msg, list) else [msg]:
                 freq = _bit_frequencies(t.flatten())
                 assert (freq - 0.5).abs().max().item() < 0.028, freq
+
+
+def test_triples_fetched_before_the_operand_is_opened_are_used_unfolded():
+    # Material preloaded before fix_mask gets no offline folding of op(a, w - b): the online
+    # step then computes that term itself, with the same result.
+    w, x = torch.randn(6, 4), torch.randn(3, 6)
+    plan = [("fixed_mask", {"mask_id": "w", "shape": [6, 4]}),
+            ("matmul_fixed", {"shape_x": [3, 6], "shape_y": [6, 4], "mask_id": "w"})]
+
+    def job(party):
+        fw = party.share(w if party.rank == 0 else None, owner=0, shape=(6, 4)).fix_mask("w")
+        sx = party.share(x if party.rank == 1 else None, owner=1, shape=(3, 6))
+        return (sx @ fw).reveal()
+
+    assert_close(run_both(job, plan=plan), x @ w, atol=1e-3)

@@ -129,11 +129,15 @@ def test_matmul_limbs_batched_vector_and_wide_inner():
 
 @pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1), ((1, 2), (0, 1)), (3, 2)])
 @pytest.mark.parametrize("limbs", [False, True])
-def test_conv2d_equals_torch_int64(stride, padding, limbs):
+@pytest.mark.parametrize("size", [(9, 8), (24, 23)])  # below and above IM2COL_MAX_ROWS
+def test_conv2d_equals_torch_int64(stride, padding, limbs, size):
     g = CSPRNG()
-    x, w = g.integers((2, 3, 9, 8)), g.integers((4, 3, 3, 2))
+    x, w = g.integers((2, 3, *size)), g.integers((4, 3, 3, 2))
     want = F.conv2d(x, w, stride=stride, padding=padding)
+    matrix = ring.conv2d_weight_matrix(w)
     assert torch.equal(ring.conv2d(x, w, stride, padding, limbs=limbs), want)
+    assert torch.equal(ring.conv2d(x, w, stride, padding, limbs=limbs, weight_matrix=matrix),
+                       want)
     assert torch.equal(ring.conv2d_im2col(x, w, stride, padding, limbs=limbs), want)
 
 

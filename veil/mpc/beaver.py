@@ -22,7 +22,8 @@ of ``x`` and ``y``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -56,14 +57,8 @@ def bilinear(party: Party, op: str, x: torch.Tensor, y: torch.Tensor, **op_param
                             f"expected {tuple(x.shape)}, {tuple(y.shape)}")
     e, f = party.open_many([x - a, y - b])
     opp = {k: params[k] for k in ("stride", "padding") if k in params}
-    return _combine(op, c, e, b + f if party.rank == 0 else b, a, f, opp)
-
-
-def _combine(op: str, c: torch.Tensor, e: torch.Tensor, b_local: torch.Tensor, a: torch.Tensor,
-             f: torch.Tensor, opp: dict) -> torch.Tensor:
-    """``c + op(e, b_local) + op(a, f)``, where ``b_local = b_i + [i = 0] f``."""
     # c is single-use material owned by this call: accumulate into it in place.
-    z = c.add_(apply_bilinear(op, e, b_local, **opp))
+    z = c.add_(apply_bilinear(op, e, b + f if party.rank == 0 else b, **opp))
     return z.add_(apply_bilinear(op, a, f, **opp))
 
 
@@ -79,10 +74,21 @@ class FixedOperand:
     opened: torch.Tensor
     mask_share: torch.Tensor
     local: torch.Tensor
+    _layouts: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def shape(self) -> torch.Size:
         return self.opened.shape
+
+    def op_params(self, op: str, params: dict, which: str) -> dict:
+        """``apply_bilinear`` parameters for a product with ``opened`` or ``local``."""
+        if op != "conv2d":
+            return {}
+        layout = self._layouts.get(which)
+        if layout is None:  # the im2col layout, made once per operand, not per query
+            layout = self._layouts[which] = ring.conv2d_weight_matrix(getattr(self, which))
+        return {"stride": params["stride"], "padding": params["padding"],
+                "weight_matrix": layout}
 
 
 def open_fixed(party: Party, y: torch.Tensor, mask_id: str) -> FixedOperand:
@@ -90,6 +96,9 @@ def open_fixed(party: Party, y: torch.Tensor, mask_id: str) -> FixedOperand:
 
     The dealer issues each mask id once, so ``y`` is the only value ever opened
     under it; the opened ``y - b`` is uniform and reveals nothing about ``y``.
+    From then on, the input-independent term ``op(a, y - b)`` of every product
+    with ``y`` is added to ``c`` as its triple arrives (offline, see
+    :meth:`~veil.mpc.party.Party.on_material`).
     """
     m = party.material("fixed_mask", mask_id=mask_id, shape=list(y.shape))
     b = m["b"]
@@ -97,7 +106,17 @@ def open_fixed(party: Party, y: torch.Tensor, mask_id: str) -> FixedOperand:
         raise MaterialError(f"fixed mask {mask_id!r} has shape {tuple(b.shape)}, "
                             f"expected {tuple(y.shape)}")
     f = party.open(y - b)
-    return FixedOperand(mask_id, f, b, b + f if party.rank == 0 else b)
+    operand = FixedOperand(mask_id, f, b, b + f if party.rank == 0 else b)
+    for op in ("beaver", "matmul", "conv2d"):
+        party.on_material(f"{op}_fixed", partial(_fold_fixed_term, op, operand), mask_id=mask_id)
+    return operand
+
+
+def _fold_fixed_term(op: str, y: FixedOperand, params: dict, material: dict) -> dict:
+    """``c + op(a, y - b)``: the part of a product with ``y`` known before the input."""
+    y.op_params(op, params, "local")  # lay out the online operand now, not in the first query
+    term = apply_bilinear(op, material["a"], y.opened, **y.op_params(op, params, "opened"))
+    return {**material, "c": material["c"].add_(term), "folded": True}
 
 
 def bilinear_fixed(party: Party, op: str, x: torch.Tensor, y: FixedOperand, **op_params
@@ -114,8 +133,10 @@ def bilinear_fixed(party: Party, op: str, x: torch.Tensor, y: FixedOperand, **op
     if a.shape != x.shape:
         raise MaterialError(f"{op} triple has shape {tuple(a.shape)}; expected {tuple(x.shape)}")
     (e,) = party.open_many([x - a])
-    opp = {k: params[k] for k in ("stride", "padding") if k in params}
-    return _combine(op, c, e, y.local, a, y.opened, opp)
+    z = c.add_(apply_bilinear(op, e, y.local, **y.op_params(op, params, "local")))
+    if m.get("folded"):
+        return z
+    return z.add_(apply_bilinear(op, a, y.opened, **y.op_params(op, params, "opened")))
 
 
 def square(party: Party, x: torch.Tensor) -> torch.Tensor:

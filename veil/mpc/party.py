@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +42,9 @@ from veil.sharing.store import DiskStore, MemoryStore
 
 if TYPE_CHECKING:
     from veil.mpc.tensor import SecretTensor
+
+#: ``hook(params, material) -> material``, see :meth:`Party.on_material`.
+MaterialHook = Callable[[dict, dict], dict]
 
 
 class Party:
@@ -84,6 +87,7 @@ class Party:
         self.common_rng: CSPRNG | None = None
         self._store = store
         self._buffer: deque[tuple[str, dict]] = deque()  # prefetched (key, material)
+        self._material_hooks: dict[str, list[tuple[dict, MaterialHook]]] = {}
         self._offline_s = 0.0
         self._materials_used = 0
         self._t_start = time.perf_counter()
@@ -288,13 +292,28 @@ class Party:
             raise MaterialError("the dealer sent the wrong number of items")
         return mats
 
+    def on_material(self, kind: str, hook: MaterialHook, **match: Any) -> None:
+        """Run ``hook(params, material) -> material`` on each item of ``kind`` as it arrives.
+
+        Only items whose parameters include ``match`` are concerned. Items arrive in
+        the offline phase (prefetched, or read from a store), so a hook moves work
+        that needs only the material and values this party already holds out of
+        the online phase (e.g. :func:`veil.mpc.beaver.open_fixed`). Items already
+        fetched when the hook is added are left as they are.
+        """
+        self._material_hooks.setdefault(kind, []).append((canonical_params(match), hook))
+
     def _finish(self, kind: str, params: dict, material: Any) -> dict:
         k = get_kind(kind)
         if not isinstance(material, dict):
             raise MaterialError(f"{kind} material is malformed")
         if k.expand is not None:
             material = k.expand(self.rank, material, **params)
-        return to_device(material, self.device)
+        material = to_device(material, self.device)
+        for match, hook in self._material_hooks.get(kind, ()):
+            if all(params.get(name) == value for name, value in match.items()):
+                material = hook(params, material)
+        return material
 
     def material(self, kind: str, **params: Any) -> dict:
         """This party's half of one item of dealer material, consumed exactly once.

@@ -84,13 +84,14 @@ def bilinear_shape(op: str, shape_x: Shape, shape_y: Shape, **op_params) -> tupl
 
 
 def apply_bilinear(op: str, x: torch.Tensor, y: torch.Tensor, **op_params) -> torch.Tensor:
-    """``op(x, y)`` in the ring Z_2^64."""
+    """``op(x, y)`` in the ring Z_2^64 (``conv2d`` also takes ``y``'s ``weight_matrix``)."""
     if op == "beaver":
         return x * y
     if op == "matmul":
         return ring.matmul(x, y)
     if op == "conv2d":
-        return ring.conv2d(x, y, op_params.get("stride", 1), op_params.get("padding", 0))
+        return ring.conv2d(x, y, op_params.get("stride", 1), op_params.get("padding", 0),
+                           weight_matrix=op_params.get("weight_matrix"))
     raise ValueError(f"unknown bilinear op {op!r}")
 
 
