@@ -34,3 +34,22 @@ def assert_close(got, want, atol):
     assert got.shape == want.shape, (got.shape, want.shape)
     err = (got - want).abs().max().item() if got.numel() else 0.0
     assert err <= atol, f"max error {err} > {atol}"
+
+
+def bit_frequencies(x: torch.Tensor) -> torch.Tensor:
+    """How often each of the 64 bits is set over the elements of an int64 tensor."""
+    return ((x.unsqueeze(-1) >> torch.arange(64)) & 1).reshape(-1, 64).double().mean(0)
+
+
+def record_received(party) -> list:
+    """Record everything ``party`` receives from its peer in exchanges (its view)."""
+    received = []
+    orig = party.peer.exchange
+
+    def recording(obj):
+        got = orig(obj)
+        received.append(got)
+        return got
+
+    party.peer.exchange = recording
+    return received

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mpc_helpers import assert_close, run_both
+from mpc_helpers import assert_close, bit_frequencies, record_received, run_both
 
 import veil
 from veil.mpc.runtime import PartyFailedError
@@ -83,25 +83,12 @@ def test_a_mask_id_is_issued_once_per_dealer():
         veil.run(job, timeout=20)
 
 
-def _bit_frequencies(x: torch.Tensor) -> torch.Tensor:
-    return ((x.unsqueeze(-1) >> torch.arange(64)) & 1).reshape(-1, 64).double().mean(0)
-
-
 def test_data_owner_view_is_uniform_whatever_the_weights():
     # Party 1 (the data owner) receives the opened weight w - b and, per query, party 0's
     # share of x - a: every bit is set with frequency 1/2 (5 sigma ~ 0.028) for zero weights
     # and for large ones alike.
     def job(party, value):
-        received = []
-        if party.rank == 1:
-            orig = party.peer.exchange
-
-            def recording(obj):
-                got = orig(obj)
-                received.append(got)
-                return got
-
-            party.peer.exchange = recording
+        received = record_received(party) if party.rank == 1 else []
         w = party.share(torch.full((N,), value) if party.rank == 0 else None, owner=0,
                         shape=(N,)).fix_mask("w")
         for _ in range(2):
@@ -114,7 +101,7 @@ def test_data_owner_view_is_uniform_whatever_the_weights():
         assert len(view) == 3  # the weight once, then one opening per query
         for msg in view:
             for t in msg if isinstance(msg, list) else [msg]:
-                freq = _bit_frequencies(t.flatten())
+                freq = bit_frequencies(t.flatten())
                 assert (freq - 0.5).abs().max().item() < 0.028, freq
 
 

@@ -4,6 +4,7 @@ import hashlib
 import threading
 
 import torch
+from mpc_helpers import bit_frequencies, record_received
 
 import veil
 import veil.mpc.party as party_mod
@@ -11,11 +12,6 @@ import veil.mpc.runtime as runtime_mod
 from veil.csprng import CSPRNG
 
 N = 8192
-
-
-def _bit_frequencies(x: torch.Tensor) -> torch.Tensor:
-    bits = (x.unsqueeze(-1) >> torch.arange(64)) & 1
-    return bits.reshape(-1, 64).double().mean(0)
 
 
 def test_single_share_of_constant_is_uniform_per_bit():
@@ -30,7 +26,7 @@ def test_single_share_of_constant_is_uniform_per_bit():
     for value in (0.0, 1.0):
         (s0, d0), (s1, d1) = veil.run(job, args=(value,))
         for share in (s0, s1, d0, d1):
-            freq = _bit_frequencies(share)
+            freq = bit_frequencies(share)
             assert (freq - 0.5).abs().max().item() < 0.028, freq
         # The shares do reconstruct the constant (the test can fail).
         assert torch.equal(s0 + s1, torch.full((N,), int(value * 65536)))
@@ -44,7 +40,7 @@ def test_product_output_share_is_uniform():
 
     z0, z1 = veil.run(job)
     for share in (z0, z1):
-        assert (_bit_frequencies(share) - 0.5).abs().max().item() < 0.028
+        assert (bit_frequencies(share) - 0.5).abs().max().item() < 0.028
 
 
 class _DeterministicCSPRNG(CSPRNG):
@@ -65,16 +61,8 @@ class _DeterministicCSPRNG(CSPRNG):
 
 def _view_of_party1(value):
     def job(party):
-        received = []
-        if party.rank == 1:  # record everything party 1 receives from party 0
-            orig = party.peer.exchange
-
-            def recording(obj):
-                got = orig(obj)
-                received.append(got)
-                return got
-
-            party.peer.exchange = recording
+        # record everything party 1 receives from party 0
+        received = record_received(party) if party.rank == 1 else []
         x = party.share(value if party.rank == 0 else None, owner=0, shape=(N,))
         w = party.share(torch.full((N, 4), 0.5) if party.rank == 1 else None, owner=1,
                         shape=(N, 4))
@@ -110,5 +98,5 @@ def test_non_owner_view_is_uniform_whatever_the_owner_value():
         assert len(view) == 2  # one opening per product
         for msg in view:
             for t in msg:
-                freq = _bit_frequencies(t.flatten())
+                freq = bit_frequencies(t.flatten())
                 assert (freq - 0.5).abs().max().item() < 0.028, freq

@@ -3,15 +3,12 @@
 import pytest
 import torch
 
+from tests.mpc.mpc_helpers import bit_frequencies
 from veil.sharing import MaterialError, MaterialReusedError, preprocess
 from veil.sharing.masks import MaskKeyring
 from veil.sharing.material import get_kind
 from veil.sharing.store import generate_items, open_store
 from veil.sharing.triples import apply_bilinear
-
-
-def _bit_frequencies(x: torch.Tensor) -> torch.Tensor:
-    return ((x.unsqueeze(-1) >> torch.arange(64)) & 1).reshape(-1, 64).double().mean(0)
 
 
 def test_mask_is_issued_once_and_then_reused_for_triples():
@@ -42,7 +39,7 @@ def test_masks_depend_on_the_secret_key_and_look_uniform():
     ma, mb = a.issue("x", (8192,)), b.issue("x", (8192,))
     assert not torch.equal(ma, mb)
     assert not torch.equal(a.issue("y", (8192,)), ma)  # and on the id
-    assert (_bit_frequencies(ma) - 0.5).abs().max().item() < 0.028
+    assert (bit_frequencies(ma) - 0.5).abs().max().item() < 0.028
     assert torch.equal(MaskKeyring(b"k" * 32).issue("x", (5,)),
                        MaskKeyring(b"k" * 32).issue("x", (5,)))
     with pytest.raises(ValueError):

@@ -231,14 +231,15 @@ def comparisons(data: dict[str, Any]) -> dict[str, Any]:
 def _table(data: dict[str, Any]) -> Table:
     t = Table(title="Private inference (3 processes, TCP loopback, 1 thread each); "
                     "LAN/WAN columns are network models on measured traffic")
-    cols = ("model", "batch", "offline s", "online s", "LAN s", "WAN s", "online MB", "rounds",
-            "dealer keys MB", "plain ms", "acc plain/private", "agree")
+    cols = ("model", "batch", "setup MB", "offline s", "online s", "LAN s", "WAN s",
+            "online MB", "rounds", "dealer keys MB", "plain ms", "acc plain/private", "agree")
     for c in cols:
         t.add_column(c, justify="right")
     for row in data.get("rows", {}).values():
         acc = (f"{100 * row['plaintext_accuracy']:.1f}/{100 * row['private_accuracy']:.1f}%"
                if "private_accuracy" in row else "(untrained)")
-        t.add_row(row["model"], str(row["batch"]), f"{row['offline_s']:.2f}",
+        t.add_row(row["model"], str(row["batch"]), f"{row.get('setup_bytes', 0) / 1e6:.1f}",
+                  f"{row['offline_s']:.2f}",
                   f"{row['online_s']:.3f}", f"{row['lan_online_s']:.3f}",
                   f"{row['wan_online_s']:.2f}", f"{row['online_bytes'] / 1e6:.2f}",
                   str(row["online_rounds"]), f"{row['dealer_key_bytes'] / 1e6:.2f}",
@@ -247,7 +248,7 @@ def _table(data: dict[str, Any]) -> Table:
         label = "CrypTen" if peer.get("measured") else "CrypTen (DESIGN.md ref., not run)"
         lan = peer["online_s"] + LAN.transfer_s(peer["online_bytes"], peer["online_rounds"])
         wan = peer["online_s"] + WAN.transfer_s(peer["online_bytes"], peer["online_rounds"])
-        t.add_row(f"{label} lenet", batch, "-", f"{peer['online_s']:.3f}", f"{lan:.3f}",
+        t.add_row(f"{label} lenet", batch, "-", "-", f"{peer['online_s']:.3f}", f"{lan:.3f}",
                   f"{wan:.2f}", f"{peer['online_bytes'] / 1e6:.2f}", str(peer["online_rounds"]),
                   "-", "-", "-", "-")
     return t

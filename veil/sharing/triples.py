@@ -129,8 +129,9 @@ def _seeded(material: dict, what: str) -> CSPRNG:
     return CSPRNG(seed)
 
 
-def _correction(material: dict, shape: Sequence[int], what: str) -> torch.Tensor:
-    c = material.get("c")
+def _correction(material: dict, shape: Sequence[int], what: str, key: str = "c"
+                ) -> torch.Tensor:
+    c = material.get(key)
     if not isinstance(c, torch.Tensor) or c.dtype != torch.int64 or tuple(c.shape) != tuple(shape):
         raise MaterialError(f"{what}: correction term missing or of the wrong shape")
     return c
@@ -182,7 +183,7 @@ for _op in ("beaver", "matmul", "conv2d"):
 def _expand_fixed_mask(rank: int, material: dict, *, mask_id: str, shape: Shape) -> dict:
     if rank == 0:
         return {"b": _seeded(material, "fixed mask").integers(shape)}
-    return {"b": _correction(material, shape, "fixed mask")}
+    return {"b": _correction(material, shape, "fixed mask", key="b")}
 
 
 @register_material("fixed_mask", expand=_expand_fixed_mask, replace=True, keyed=True)
@@ -191,7 +192,7 @@ def generate_fixed_mask(rng: CSPRNG, keyring: MaskKeyring, *, mask_id: str, shap
     """Shares of the reusable mask ``mask_id`` (issued once: a second request raises)."""
     b = keyring.issue(mask_id, shape)
     s0 = rng.seed()
-    return {"seed": s0}, {"c": b - CSPRNG(s0).integers(shape)}
+    return {"seed": s0}, {"b": b - CSPRNG(s0).integers(shape)}
 
 
 def _expand_square(rank: int, material: dict, *, shape: Shape) -> dict:
