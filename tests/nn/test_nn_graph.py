@@ -49,8 +49,9 @@ def test_standalone_batchnorm_and_pools() -> None:
     model = randomize_batchnorm(PoolNet(), gen)
     graph = convert(model, (1, 8, 8))
     ops = [layer.op for layer in graph.layers]
-    # BatchNorm2d after a pool stays an affine layer; BatchNorm1d after fc is folded.
-    assert ops.count("affine") == 1 and ops[ops.index("maxpool2d") + 1] == "affine"
+    # BatchNorm2d after a pool stays an affine layer; BatchNorm1d after fc is folded; the
+    # ReLU runs after the max pool.
+    assert ops.count("affine") == 1 and ops[:4] == ["conv2d", "maxpool2d", "relu", "affine"]
     x = torch.randn(5, 1, 8, 8, generator=gen)
     with torch.no_grad():
         assert torch.allclose(graph.forward(x), model(x).double(), atol=1e-5)
@@ -153,3 +154,45 @@ def test_functional_relu_maxpool_flatten_variants() -> None:
     x = torch.randn(2, 1, 6, 6)
     with torch.no_grad():
         assert torch.allclose(graph.forward(x), model(x).double(), atol=1e-5)
+
+
+class _ReluThenPools(nn.Module):
+    """A ReLU feeding only a pool (reordered) and one also feeding a residual (kept)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.conv2 = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv(x)), 3, stride=1, padding=1)
+        y = F.relu(self.conv2(x))
+        return F.max_pool2d(y, 2) + F.avg_pool2d(y, 2)
+
+
+def test_relu_runs_after_the_max_pool_when_it_feeds_only_the_pool() -> None:
+    torch.manual_seed(4)  # not secret: model init and test data
+    model = _ReluThenPools().eval()
+    graph = convert(model, (1, 6, 6))
+    ops = [layer.op for layer in graph.layers]
+    assert ops[:4] == ["conv2d", "maxpool2d", "relu", "conv2d"]
+    assert ops.count("relu") == 2 and ops[ops.index("relu", 3) + 1] == "maxpool2d"
+    kept = convert(model, (1, 6, 6), pool_before_relu=False)
+    assert [layer.op for layer in kept.layers][:3] == ["conv2d", "relu", "maxpool2d"]
+    x = torch.randn(4, 1, 6, 6) * 3
+    with torch.no_grad():
+        want = model(x).double()
+    assert torch.allclose(graph.forward(x), want, atol=1e-5)
+    assert torch.allclose(kept.forward(x), want, atol=1e-5)
+
+
+def test_reordering_cuts_the_comparisons_of_the_zoo() -> None:
+    from veil.nn.secure import material_plan
+
+    def comparisons(graph) -> int:
+        return sum(p.get("count", 0) for k, p in material_plan(graph, 1) if k == "fss_sign")
+
+    for name in ("lenet", "alexnet"):
+        before = comparisons(convert(build(name), ZOO[name].input_shape, pool_before_relu=False))
+        after = comparisons(convert(build(name), ZOO[name].input_shape))
+        assert after < 0.75 * before, (name, before, after)

@@ -5,7 +5,8 @@
 validates every node and lowers it to a short list of :class:`Layer` s that the
 secure executor and its plaintext twin both run. BatchNorm is folded into the
 preceding Linear/Conv2d when that layer feeds nothing else; otherwise it stays
-as a per-channel affine layer. Anything unsupported is refused *before* any
+as a per-channel affine layer. A ReLU followed by a max pool runs after the pool
+(the same function, with fewer comparisons). Anything unsupported is refused *before* any
 computation, with an error naming the op and the model source line using it.
 
 Supported: Linear, Conv2d (stride, padding, bias; groups=1, dilation=1), ReLU,
@@ -19,8 +20,8 @@ Example
 >>> from veil.models import build
 >>> from veil.nn import convert
 >>> g = convert(build("lenet"), (1, 28, 28))
->>> [layer.op for layer in g.layers][:4]
-['conv2d', 'relu', 'maxpool2d', 'conv2d']
+>>> [layer.op for layer in g.layers][:4]      # ReLU after the pool: 4x fewer comparisons
+['conv2d', 'maxpool2d', 'relu', 'conv2d']
 >>> g.output_shape
 (10,)
 """
@@ -255,7 +256,7 @@ def _meta_shape(node: Any) -> tuple[int, ...] | None:
 
 
 def convert(model: nn.Module, input_shape: tuple[int, ...] | torch.Size,
-            fold_batchnorm: bool = True) -> SecureGraph:
+            fold_batchnorm: bool = True, pool_before_relu: bool = True) -> SecureGraph:
     """Trace, validate and lower ``model`` into a :class:`SecureGraph`.
 
     Parameters
@@ -263,6 +264,8 @@ def convert(model: nn.Module, input_shape: tuple[int, ...] | torch.Size,
     model: any ``nn.Module``; it is put in eval mode (a copy is not made).
     input_shape: the per-sample input shape, e.g. ``(1, 28, 28)``.
     fold_batchnorm: fold BatchNorm into the preceding Linear/Conv2d where possible.
+    pool_before_relu: run ``ReLU -> MaxPool2d`` as ``MaxPool2d -> ReLU`` (the same
+        function; see :func:`pool_before_relu_layers`).
 
     Raises
     ------
@@ -322,7 +325,9 @@ def convert(model: nn.Module, input_shape: tuple[int, ...] | torch.Size,
     assert output is not None
     graph = SecureGraph(placeholders[0].name, input_shape, layers, output)
     _check_used_tensors(graph)
-    return fold_batchnorm_layers(graph) if fold_batchnorm else graph
+    if fold_batchnorm:
+        graph = fold_batchnorm_layers(graph)
+    return pool_before_relu_layers(graph) if pool_before_relu else graph
 
 
 def _check_static(node: torch.fx.Node) -> None:
@@ -540,3 +545,34 @@ def fold_batchnorm_layers(graph: SecureGraph) -> SecureGraph:
         out_layers.append(replace(layer, inputs=inputs))
     return SecureGraph(graph.input_name, graph.input_shape, out_layers,
                        folded.get(graph.output, graph.output))
+
+
+# --------------------------------------------------------------------------- ReLU / MaxPool order
+
+def pool_before_relu_layers(graph: SecureGraph) -> SecureGraph:
+    """Run each ``ReLU -> MaxPool2d`` pair as ``MaxPool2d -> ReLU``.
+
+    ReLU is non-decreasing, so ``max_i relu(x_i) = relu(max_i x_i)`` exactly (in
+    fixed point too: both are selections of input values or zero), whatever the
+    pool's padding. The ReLU's comparisons then run on the pooled tensor:
+    kernel-area times fewer (4x for 2x2 pools). Applies when the ReLU feeds
+    only the pool; the pair keeps its two names, swapped, so later layers still
+    read the pool's name.
+    """
+    consumers: dict[str, int] = {graph.output: 1}
+    for layer in graph.layers:
+        for i in layer.inputs:
+            consumers[i] = consumers.get(i, 0) + 1
+    position = {layer.name: i for i, layer in enumerate(graph.layers)}
+    layers = list(graph.layers)
+    for pool in graph.layers:
+        relu = graph.layers[position[pool.inputs[0]]] if pool.inputs[0] in position else None
+        if pool.op != "maxpool2d" or relu is None or relu.op != "relu" \
+                or consumers[relu.name] != 1:
+            continue
+        # Nothing between the two reads the ReLU (its only consumer is the pool), so the
+        # pooled-then-rectified pair can take the ReLU's and the pool's places.
+        layers[position[relu.name]] = replace(pool, name=relu.name, inputs=relu.inputs)
+        layers[position[pool.name]] = replace(relu, name=pool.name, inputs=(relu.name,),
+                                              out_shape=pool.out_shape)
+    return replace(graph, layers=layers)

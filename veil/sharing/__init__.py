@@ -2,7 +2,10 @@
 
 - :mod:`veil.sharing.material`: the registry of correlated-randomness kinds
   (:func:`register_material`), plans, single-use :class:`Material`;
-- :mod:`veil.sharing.triples`: Beaver, matrix, convolution triples and square pairs;
+- :mod:`veil.sharing.triples`: Beaver, matrix, convolution triples and square pairs, and
+  triples for operands opened once under a reusable mask;
+- :mod:`veil.sharing.masks`: the dealer's reusable masks (derived from its secret key,
+  each issued once);
 - :mod:`veil.sharing.dealer`: the dealer service;
 - :mod:`veil.sharing.store`: in-memory and on-disk (atomic, single-use) stores,
   :func:`preprocess`.
@@ -17,11 +20,13 @@ from veil.sharing.errors import (
     StoreError,
     UnknownMaterialError,
 )
+from veil.sharing.masks import MaskKeyring
 from veil.sharing.material import Material, Plan, register_material
 from veil.sharing.store import DiskStore, MemoryStore, open_store, preprocess
 
 __all__ = [
     "DiskStore",
+    "MaskKeyring",
     "Material",
     "MaterialError",
     "MaterialExhaustedError",
