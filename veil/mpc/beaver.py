@@ -66,13 +66,12 @@ def bilinear(party: Party, op: str, x: torch.Tensor, y: torch.Tensor, **op_param
 class FixedOperand:
     """A secret operand opened once under a reusable dealer mask (raw ring values).
 
-    ``opened`` is the public ``y - b``; ``mask_share`` this party's share of ``b``;
-    ``local`` is ``mask_share + [i = 0] opened`` (precomputed for every product).
+    ``opened`` is the public ``y - b``; ``local`` is this party's share of ``b`` plus
+    ``opened`` for party 0 (the operand of every product with an opened input).
     """
 
     mask_id: str
     opened: torch.Tensor
-    mask_share: torch.Tensor
     local: torch.Tensor
     _layouts: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -106,7 +105,7 @@ def open_fixed(party: Party, y: torch.Tensor, mask_id: str) -> FixedOperand:
         raise MaterialError(f"fixed mask {mask_id!r} has shape {tuple(b.shape)}, "
                             f"expected {tuple(y.shape)}")
     f = party.open(y - b)
-    operand = FixedOperand(mask_id, f, b, b + f if party.rank == 0 else b)
+    operand = FixedOperand(mask_id, f, b + f if party.rank == 0 else b)
     for op in ("beaver", "matmul", "conv2d"):
         party.on_material(f"{op}_fixed", partial(_fold_fixed_term, op, operand), mask_id=mask_id)
     return operand
