@@ -228,3 +228,19 @@ def test_lower_level_pieces_with_a_preprocessed_store(tmp_path) -> None:
     outs, _ = veil.run(job, store=tmp_path / "material", timeout=30)
     for x, out in zip(batches, outs, strict=True):
         assert (out - twin_forward(graph, x)).abs().max() < TWIN_ATOL
+
+
+@pytest.mark.parametrize("offline", ["prefetch", "stream"])
+def test_prefetched_and_streamed_material_give_the_same_outputs(offline) -> None:
+    model = PoolNet()
+    graph = convert(model, (1, 8, 8))
+    batches = [torch.randn(2, 1, 8, 8), torch.randn(3, 1, 8, 8)]
+    outs, reports = serve(model, batches, offline=offline)
+    for x, out, rep in zip(batches, outs, reports, strict=True):
+        assert (out - twin_forward(graph, x)).abs().max() < TWIN_ATOL
+        assert rep.extra["offline_mode"] == offline and rep.online_rounds > 0
+
+
+def test_unknown_offline_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="offline"):
+        serve(nn.Sequential(nn.Linear(4, 2)).eval(), [torch.zeros(1, 4)], offline="later")
