@@ -130,6 +130,26 @@ def test_material_is_never_served_twice_by_the_dealer():
     assert not torch.equal(a0 + a1, b0 + b1)
 
 
+def test_material_hooks_run_on_matching_items_as_they_arrive():
+    def job(party):
+        seen = []
+
+        def hook(params, material):
+            seen.append(params["shape_x"])
+            return {**material, "hooked": True}
+
+        party.on_material("beaver", hook, shape_x=[3])
+        party.prefetch([("beaver", {"shape_x": [3], "shape_y": [3]}),
+                        ("beaver", {"shape_x": [4], "shape_y": [4]})])
+        hooked_early = list(seen)  # the hook ran when the material arrived, not when used
+        m3 = party.material("beaver", shape_x=[3], shape_y=[3])
+        m4 = party.material("beaver", shape_x=[4], shape_y=[4])
+        return hooked_early, m3.get("hooked"), m4.get("hooked")
+
+    for result in veil.run(job):
+        assert result == ([[3]], True, None)
+
+
 def test_run_argument_validation():
     with pytest.raises(ValueError, match="transport"):
         veil.run(_mul_job, transport="carrier-pigeon")
