@@ -32,7 +32,7 @@ def test_exact_parameter_counts() -> None:
     # Pinned so that the documented layer definitions cannot drift silently.
     counts = {n: sum(p.numel() for p in build(n).parameters()) for n in ZOO}
     assert counts == {"network1": 118_282, "network2": 33_542, "lenet": 431_080,
-                      "alexnet": 3_882_058, "vgg16": 15_253_578, "resnet18": 11_689_512}
+                      "alexnet": 3_882_058, "vgg16": 33_638_218, "resnet18": 11_689_512}
 
 
 def test_unknown_model() -> None:
@@ -52,6 +52,20 @@ def test_weights_roundtrip(tmp_path, monkeypatch) -> None:
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_weights_of_an_older_definition_count_as_missing(tmp_path, monkeypatch) -> None:
+    import json
+
+    monkeypatch.setenv("VEIL_MODEL_DIR", str(tmp_path))
+    save_weights(build("network1"), "network1", {"test_accuracy": 0.5})
+    meta_path = tmp_path / "network1.json"
+    meta = json.loads(meta_path.read_text())
+    meta["architecture"] = "0" * 16  # as if trained before the zoo changed a layer
+    meta_path.write_text(json.dumps(meta))
+    assert not has_weights("network1")
+    with pytest.raises(FileNotFoundError, match="another definition"):
+        load_weights("network1")
 
 
 def test_training_learns_real_mnist(tmp_path, monkeypatch) -> None:

@@ -2,7 +2,10 @@
 
 The folder is ``$VEIL_MODEL_DIR`` when set, else ``~/.cache/veil/models``.
 Each model is stored as ``<name>.pt`` (a ``state_dict``) next to ``<name>.json``
-(how it was trained and its measured test accuracy). Writes are atomic, so an
+(how it was trained, its measured test accuracy and a fingerprint of the
+architecture it was trained for). Weights whose fingerprint differs from the
+current definition (the zoo changed, e.g. a padding) count as missing rather
+than being loaded into a different network. Writes are atomic, so an
 interrupted save never leaves a truncated file behind.
 
 Example
@@ -14,6 +17,7 @@ Example
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -52,19 +56,30 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def architecture(name: str) -> str:
+    """A fingerprint of the zoo's current definition of ``name`` (layers and their
+    hyper-parameters, from the module's ``repr``)."""
+    return hashlib.sha256(repr(build(name)).encode()).hexdigest()[:16]
+
+
 def save_weights(model: nn.Module, name: str, meta: dict[str, Any] | None = None) -> Path:
     """Save ``model.state_dict()`` (and ``meta`` as JSON) under the cache folder."""
     path = weights_path(name)
     _atomic_write(path, lambda fh: torch.save(model.state_dict(), fh))
-    info = dict(meta or {}, model=name.lower())
+    info = dict(meta or {}, model=name.lower(), architecture=architecture(name))
     _atomic_write(path.with_suffix(".json"),
                   lambda fh: fh.write(json.dumps(info, indent=2).encode()))
     return path
 
 
+def _meta(name: str) -> dict[str, Any]:
+    meta_path = weights_path(name).with_suffix(".json")
+    return json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+
+
 def has_weights(name: str) -> bool:
-    """Whether trained weights for ``name`` are cached."""
-    return weights_path(name).is_file()
+    """Whether trained weights for the current definition of ``name`` are cached."""
+    return weights_path(name).is_file() and _meta(name).get("architecture") == architecture(name)
 
 
 def load_weights(name: str) -> tuple[nn.Module, dict[str, Any]]:
@@ -73,15 +88,19 @@ def load_weights(name: str) -> tuple[nn.Module, dict[str, Any]]:
     Raises
     ------
     FileNotFoundError
-        With the command that trains the model, when nothing is cached.
+        With the command that trains the model, when nothing is cached or the cached
+        weights belong to an older definition of the network.
     """
     path = weights_path(name)
     if not path.is_file():
         raise FileNotFoundError(
             f"no trained weights for {name!r} in {path.parent}; "
             f"train them with `veil models train {name.lower()}`")
+    if not has_weights(name):
+        raise FileNotFoundError(
+            f"the weights cached in {path} were trained for another definition of {name!r} "
+            f"(the zoo changed since); train them again with "
+            f"`veil models train {name.lower()}`")
     model = build(name)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    meta_path = path.with_suffix(".json")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return model.eval(), meta
+    return model.eval(), _meta(name)

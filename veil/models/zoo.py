@@ -76,18 +76,23 @@ class LeNet(nn.Module):
 
 
 class AlexNet(nn.Module):
-    """AlexNet for 32x32 CIFAR-10 (the Falcon/AriaNN variant, with BatchNorm)."""
+    """AlexNet for 32x32 CIFAR-10, AriaNN's ``AlexNet_CIFAR10`` (with BatchNorm).
+
+    As in AriaNN's ``models.py`` except that the logits are not passed through a
+    final ReLU; AriaNN writes each ReLU after its max pool, which
+    :func:`veil.nn.convert` does by itself.
+    """
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=9),
+            nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=10),
             nn.ReLU(),
             nn.MaxPool2d(kernel_size=3, stride=2),
             nn.BatchNorm2d(96),
             nn.Conv2d(96, 256, kernel_size=5, stride=1, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(kernel_size=2, stride=1),
+            nn.MaxPool2d(kernel_size=3, stride=2),
             nn.BatchNorm2d(256),
             nn.Conv2d(256, 384, kernel_size=3, stride=1, padding=1),
             nn.ReLU(),
@@ -115,7 +120,9 @@ _VGG16_CHANNELS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
 
 
 class VGG16(nn.Module):
-    """VGG16 for 32x32 CIFAR-10: 13 conv3x3+BatchNorm+ReLU, 5 max pools, 512-512-512-10."""
+    """VGG16 for 32x32 CIFAR-10 as AriaNN runs it: torchvision's VGG16 (13 conv3x3+ReLU,
+    5 max pools, no BatchNorm), no average pool, classifier 512-4096-4096-10 without
+    Dropout."""
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
@@ -125,16 +132,15 @@ class VGG16(nn.Module):
             if spec == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
-                layers += [nn.Conv2d(channels, int(spec), 3, padding=1),
-                           nn.BatchNorm2d(int(spec)), nn.ReLU()]
+                layers += [nn.Conv2d(channels, int(spec), 3, padding=1), nn.ReLU()]
                 channels = int(spec)
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.Linear(512, 512),
+            nn.Linear(512, 4096),
             nn.ReLU(),
-            nn.Linear(512, 512),
+            nn.Linear(4096, 4096),
             nn.ReLU(),
-            nn.Linear(512, num_classes),
+            nn.Linear(4096, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
