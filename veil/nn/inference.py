@@ -53,10 +53,14 @@ from veil.nn.secure import (
     secure_forward,
     share_weights,
 )
+from veil.sharing.material import get_kind
 
 Progress = Callable[[int, int], None]
-_FSS_FREE_KINDS = {"matmul", "conv2d", "beaver", "square", "fixed_mask", "matmul_fixed",
-                   "conv2d_fixed", "beaver_fixed"}
+
+
+def _is_fss_key(kind: str) -> bool:
+    """Whether dealer material of ``kind`` is FSS keys (registered by :mod:`veil.fss`)."""
+    return get_kind(kind).module.startswith("veil.fss.")
 
 
 # --------------------------------------------------------------------------- party-local job
@@ -76,7 +80,7 @@ def _chunks(plan: list) -> list[tuple[bool, list]]:
     """Consecutive runs of the plan that are FSS keys or not (order preserved)."""
     out: list[tuple[bool, list]] = []
     for item in plan:
-        fss = item[0] not in _FSS_FREE_KINDS
+        fss = _is_fss_key(item[0])
         if out and out[-1][0] == fss:
             out[-1][1].append(item)
         else:
@@ -115,7 +119,7 @@ class _KindMeter:
     def __call__(self, kind: str, **params):
         before = self.party.stats()["offline_bytes_received"]
         m = self._material(kind, **params)
-        if kind not in _FSS_FREE_KINDS:
+        if _is_fss_key(kind):
             self.key_bytes += self.party.stats()["offline_bytes_received"] - before
         return m
 
