@@ -159,6 +159,18 @@ def test_run_argument_validation():
         veil.run(_mul_job, timeout=0)
 
 
+def _run_three(start):
+    """Run ``start(rank)`` for ranks 0, 1 and 2 (parties and dealer) in threads; results."""
+    results = {}
+    threads = [threading.Thread(target=lambda r=r: results.__setitem__(r, start(r)))
+               for r in (0, 1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
 def _free_ports(n):
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -173,17 +185,9 @@ def test_multi_host_api_with_explicit_ranks_and_addresses():
     # The same program started three times with its rank (here threads of one process).
     p0, p1 = _free_ports(2)
     addresses = [f"127.0.0.1:{p0}", f"127.0.0.1:{p1}", "127.0.0.1:0"]
-    results = {}
-
-    def start(rank):
-        results[rank] = veil.run(_mul_job if rank < 2 else None, transport="tcp", rank=rank,
-                                 addresses=addresses, session="test", timeout=20)
-
-    threads = [threading.Thread(target=start, args=(r,)) for r in (0, 1, 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results = _run_three(lambda rank: veil.run(
+        _mul_job if rank < 2 else None, transport="tcp", rank=rank, addresses=addresses,
+        session="test", timeout=20))
     assert torch.equal(results[0][0], torch.arange(4) * 2.0)
     assert torch.equal(results[1][0], results[0][0])
     assert results[2]["items"] == 1
@@ -204,19 +208,11 @@ def test_command_line_entry_point_runs_dealer_and_parties():
 
     p0, p1 = _free_ports(2)
     addrs = f"127.0.0.1:{p0},127.0.0.1:{p1},127.0.0.1:0"
-    results = {}
     argvs = {0: ["party", "--rank", "0", "--job", "test_mpc_runtime:_mul_job"],
              1: ["party", "--rank", "1", "--job", "test_mpc_runtime:_mul_job"],
              2: ["dealer"]}
-
-    def start(rank):
-        results[rank] = _main(argvs[rank] + ["--addresses", addrs, "--timeout", "20"])
-
-    threads = [threading.Thread(target=start, args=(r,)) for r in (0, 1, 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results = _run_three(lambda rank: _main(argvs[rank] + ["--addresses", addrs,
+                                                           "--timeout", "20"]))
     assert torch.equal(results[0][0], torch.arange(4) * 2.0)
     assert results[2]["items"] == 1
     with pytest.raises(SystemExit):
