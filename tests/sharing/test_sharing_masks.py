@@ -1,5 +1,7 @@
 """The dealer's reusable masks: issued once, derived from a secret key, shape-checked."""
 
+import json
+
 import pytest
 import torch
 
@@ -40,10 +42,36 @@ def test_masks_depend_on_the_secret_key_and_look_uniform():
     assert not torch.equal(ma, mb)
     assert not torch.equal(a.issue("y", (8192,)), ma)  # and on the id
     assert (bit_frequencies(ma) - 0.5).abs().max().item() < 0.028
-    assert torch.equal(MaskKeyring(b"k" * 32).issue("x", (5,)),
-                       MaskKeyring(b"k" * 32).issue("x", (5,)))
     with pytest.raises(ValueError):
         MaskKeyring(b"short")
+
+
+def test_an_explicit_key_never_reissues_a_mask_of_another_keyring():
+    """Two preprocessing runs with one explicit key: the weight masks differ (else W1 - W2 leaks)."""
+    key = b"k" * 32
+    assert not torch.equal(MaskKeyring(key).issue("x", (64,)), MaskKeyring(key).issue("x", (64,)))
+    plan = [("fixed_mask", {"mask_id": "s/w", "shape": [16]})]
+    masks = []
+    for _ in range(2):
+        i0, i1, _ = generate_items(plan, keyring=MaskKeyring(key))
+        e0, e1 = _expand(i0, 0), _expand(i1, 1)
+        masks.append(e0[0]["b"] + e1[0]["b"])
+    assert not torch.equal(masks[0], masks[1])
+
+
+def test_a_saved_keyring_resumes_with_its_register():
+    ring = MaskKeyring(b"s" * 32)
+    b = ring.issue("w", (3, 2))
+    state = json.loads(json.dumps(ring.state()))  # survives a round trip through a file
+    again = MaskKeyring.restore(state)
+    assert torch.equal(again.mask("w", (3, 2)), b)
+    with pytest.raises(MaterialReusedError):
+        again.issue("w", (3, 2))
+    fresh = again.issue("v", (3,))  # new ids still work, and differ from a key-only keyring's
+    assert not torch.equal(fresh, MaskKeyring(b"s" * 32).issue("v", (3,)))
+    for bad in ({}, {**state, "nonce": "00"}, {**state, "format": "x"}, {**state, "key": 5}):
+        with pytest.raises(MaterialError):
+            MaskKeyring.restore(bad)
 
 
 def _expand(items, rank):
