@@ -8,6 +8,7 @@ Example
 (10,)
 """
 
-from veil.nn.graph import Layer, SecureGraph, UnsupportedModelError, convert, fold_batchnorm_layers
+from veil.nn.graph import SecureGraph, convert, fold_batchnorm_layers
+from veil.nn.layer import Layer, UnsupportedModelError
 
 __all__ = ["Layer", "SecureGraph", "UnsupportedModelError", "convert", "fold_batchnorm_layers"]

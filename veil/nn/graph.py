@@ -29,49 +29,20 @@ Example
 from __future__ import annotations
 
 import operator
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.fx
-import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-# Ops with secret-dependent cost; everything else is local.
-LINEAR_OPS = ("linear", "conv2d", "affine")
-OPS = ("linear", "conv2d", "affine", "relu", "maxpool2d", "avgpool2d", "add", "reshape",
-       "argmax")
+from veil.nn.layer import Layer, UnsupportedModelError
+from veil.nn.lowering import Lowering, meta_shape, refuse, target_name
+from veil.nn.ops import get_op, op_for_function, op_for_method, op_for_module, op_names
 
-
-class UnsupportedModelError(ValueError):
-    """The model uses an op that secure inference cannot run (raised before any computation)."""
-
-
-@dataclass
-class Layer:
-    """One step of a secure graph.
-
-    Attributes
-    ----------
-    name: unique name (the fx node's).
-    op: one of :data:`OPS`.
-    inputs: names of the layers (or the graph input) it reads.
-    out_shape: output shape without the batch dimension.
-    weight, bias: float parameters of ``linear``/``conv2d``/``affine`` (model owner's).
-    params: static hyper-parameters (stride, padding, kernel size, ...).
-    source: the model source line that produced it.
-    """
-
-    name: str
-    op: str
-    inputs: tuple[str, ...]
-    out_shape: tuple[int, ...]
-    weight: torch.Tensor | None = None
-    bias: torch.Tensor | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
+#: Every op a layer can carry (the table of :mod:`veil.nn.ops`).
+OPS = op_names()
 
 
 @dataclass
@@ -174,64 +145,12 @@ class SecureGraph:
         values: dict[str, torch.Tensor] = {self.input_name: x.double()}
         for layer in self.layers:
             args = [values[i] for i in layer.inputs]
-            values[layer.name] = _float_op(layer, args)
+            values[layer.name] = get_op(layer.op).float_forward(layer, args)
         return values[self.output]
-
-
-def _float_op(layer: Layer, args: list[torch.Tensor]) -> torch.Tensor:
-    x = args[0]
-    p = layer.params
-    w = None if layer.weight is None else layer.weight.double()
-    b = None if layer.bias is None else layer.bias.double()
-    if layer.op == "linear":
-        return F.linear(x, w, b)
-    if layer.op == "conv2d":
-        return F.conv2d(x, w, b, stride=p["stride"], padding=p["padding"])
-    if layer.op == "affine":
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return x * w.reshape(shape) + b.reshape(shape)
-    if layer.op == "relu":
-        return torch.relu(x)
-    if layer.op == "maxpool2d":
-        return F.max_pool2d(x, p["kernel_size"], p["stride"], p["padding"])
-    if layer.op == "avgpool2d":
-        return F.avg_pool2d(x, p["kernel_size"], p["stride"], p["padding"])
-    if layer.op == "add":
-        return args[0] + args[1]
-    if layer.op == "reshape":
-        return x.reshape(x.shape[0], *layer.out_shape)
-    if layer.op == "argmax":
-        return F.one_hot(x.argmax(-1), x.shape[-1]).to(x.dtype)
-    raise AssertionError(layer.op)
 
 
 # --------------------------------------------------------------------------- conversion
 
-_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s+(.*)')
-
-
-def _source(node: torch.fx.Node) -> str:
-    """``file:line (function): code`` of the user's line that created ``node``."""
-    frames = _FRAME.findall(node.stack_trace or "")
-    user = [f for f in frames if "/torch/" not in f[0]]
-    if not user:
-        return f"fx node {node.name!r}"
-    path, line, func, code = user[-1]
-    return f"{path}:{line} (in {func}): {code.strip()}"
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _refuse(node: torch.fx.Node, what: str, why: str = "is not supported") -> UnsupportedModelError:
-    return UnsupportedModelError(f"{what} {why} in secure inference; used at {_source(node)}")
-
-
-_RELU_FUNCS = {F.relu, torch.relu, torch.nn.functional.relu}
-_ADD_FUNCS = {operator.add, operator.iadd, torch.add}
-_IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                     nn.Identity)
 _STATIC_FUNCS = {operator.getitem, operator.mul, operator.floordiv, operator.add, operator.sub,
                  getattr}
 
@@ -246,13 +165,6 @@ def _trace(model: nn.Module) -> torch.fx.GraphModule:
             f"torch.fx could not trace {type(model).__name__}: {exc}. Secure inference needs "
             "a forward without data-dependent control flow.") from exc
     return torch.fx.GraphModule(tracer.root, graph)
-
-
-def _meta_shape(node: Any) -> tuple[int, ...] | None:
-    if not isinstance(node, torch.fx.Node):
-        return None
-    meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 
 def convert(model: nn.Module, input_shape: tuple[int, ...] | torch.Size,
@@ -297,25 +209,25 @@ def convert(model: nn.Module, input_shape: tuple[int, ...] | torch.Size,
     output = None
 
     def src(arg: Any) -> str:
-        if not isinstance(arg, torch.fx.Node) or _meta_shape(arg) is None:
+        if not isinstance(arg, torch.fx.Node) or meta_shape(arg) is None:
             raise AssertionError("tensor argument expected")
         return alias.get(arg.name, arg.name)
 
     for node in gm.graph.nodes:
-        shape = _meta_shape(node)
+        shape = meta_shape(node)
         if node.op == "placeholder":
             continue
         if node.op == "output":
             out = node.args[0]
-            if not isinstance(out, torch.fx.Node) or _meta_shape(out) is None:
-                raise _refuse(node, "a non-tensor or multi-tensor model output")
+            if not isinstance(out, torch.fx.Node) or meta_shape(out) is None:
+                raise refuse(node, "a non-tensor or multi-tensor model output")
             output = src(out)
             continue
         if shape is None:  # shape arithmetic such as x.size(0): static, allowed
             _check_static(node)
             continue
         if shape[0] != batch:
-            raise _refuse(node, "an op that mixes samples of the batch (batch dimension changed)")
+            raise refuse(node, "an op that mixes samples of the batch (batch dimension changed)")
         per = shape[1:]
         lay = _lower(node, modules, per, src)
         if lay is None:
@@ -334,167 +246,31 @@ def _check_static(node: torch.fx.Node) -> None:
     ok = (node.op == "call_method" and node.target in ("size", "dim")) or \
          (node.op == "call_function" and node.target in _STATIC_FUNCS)
     if not ok:
-        raise _refuse(node, f"{node.op} {_target_name(node)!r}")
-
-
-def _target_name(node: torch.fx.Node) -> str:
-    t = node.target
-    return getattr(t, "__name__", str(t))
+        raise refuse(node, f"{node.op} {target_name(node)!r}")
 
 
 def _lower(node: torch.fx.Node, modules: dict[str, nn.Module], per: tuple[int, ...],
            src) -> Layer | None:
-    """One fx node to a Layer (``None`` for identities)."""
-    name, source = node.name, _source(node)
-
-    def mk(op: str, inputs: tuple[str, ...], **kw: Any) -> Layer:
-        return Layer(name, op, inputs, per, source=source, **kw)
-
-    def tensor_args() -> list[torch.fx.Node]:
-        return [a for a in node.args if isinstance(a, torch.fx.Node) and _meta_shape(a)]
-
+    """One fx node to a Layer through the op table (``None`` for identities)."""
     if node.op == "get_attr":
-        raise _refuse(node, f"direct use of the tensor attribute {node.target!r}",
-                      "(parameters must live in supported layers) is not supported")
+        raise refuse(node, f"direct use of the tensor attribute {node.target!r}",
+                     "(parameters must live in supported layers) is not supported")
+    module = None
     if node.op == "call_module":
-        mod = modules[node.target]
-        x = src(node.args[0])
-        if isinstance(mod, _IDENTITY_MODULES):
-            return None
-        if isinstance(mod, nn.Linear):
-            return mk("linear", (x,), weight=mod.weight.detach().clone(),
-                      bias=None if mod.bias is None else mod.bias.detach().clone())
-        if isinstance(mod, nn.Conv2d):
-            if mod.groups != 1 or _pair(mod.dilation) != (1, 1):
-                raise _refuse(node, f"Conv2d with groups={mod.groups}, dilation={mod.dilation}")
-            if mod.padding_mode != "zeros":
-                raise _refuse(node, f"Conv2d with padding_mode={mod.padding_mode!r}")
-            padding = mod.padding
-            if isinstance(padding, str):  # 'same'/'valid' with odd kernels
-                k = _pair(mod.kernel_size)
-                if padding == "same" and any(kk % 2 == 0 for kk in k):
-                    raise _refuse(node, "Conv2d padding='same' with an even kernel")
-                padding = (0, 0) if padding == "valid" else (k[0] // 2, k[1] // 2)
-            return mk("conv2d", (x,), weight=mod.weight.detach().clone(),
-                      bias=None if mod.bias is None else mod.bias.detach().clone(),
-                      params={"stride": _pair(mod.stride), "padding": _pair(padding),
-                              "kernel_size": _pair(mod.kernel_size)})
-        if isinstance(mod, nn.ReLU):
-            return mk("relu", (x,))
-        if isinstance(mod, nn.MaxPool2d):
-            return _maxpool(node, mk, x, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
-                            mod.ceil_mode, mod.return_indices)
-        if isinstance(mod, nn.AvgPool2d):
-            return _avgpool(node, mk, x, mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode,
-                            mod.count_include_pad, mod.divisor_override)
-        if isinstance(mod, nn.AdaptiveAvgPool2d):
-            return _adaptive(node, mk, x, _meta_shape(node.args[0])[2:], per)
-        if isinstance(mod, nn.BatchNorm1d | nn.BatchNorm2d):
-            if mod.running_mean is None or mod.running_var is None:
-                raise _refuse(node, "BatchNorm without running statistics")
-            if isinstance(mod, nn.BatchNorm1d) and len(per) != 1:
-                raise _refuse(node, "BatchNorm1d on a (N, C, L) input")
-            scale = torch.rsqrt(mod.running_var.detach().double() + mod.eps)
-            shift = -mod.running_mean.detach().double() * scale
-            if mod.affine:
-                scale = scale * mod.weight.detach().double()
-                shift = shift * mod.weight.detach().double() + mod.bias.detach().double()
-            return mk("affine", (x,), weight=scale, bias=shift)
-        if isinstance(mod, nn.Flatten):
-            if mod.start_dim not in (1, -len(per) - 1) or mod.end_dim != -1:
-                raise _refuse(node, f"Flatten(start_dim={mod.start_dim}, end_dim={mod.end_dim})")
-            return mk("reshape", (x,))
-        raise _refuse(node, f"the layer {type(mod).__name__} ({node.target})")
-    if node.op == "call_function":
-        fn = node.target
-        if fn in _RELU_FUNCS:
-            return mk("relu", (src(node.args[0]),))
-        if fn in _ADD_FUNCS:
-            ts = tensor_args()
-            if len(ts) != 2 or len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1:
-                raise _refuse(node, "addition of a constant (only tensor + tensor, the residual "
-                                    "addition,)")
-            if _meta_shape(ts[0]) != _meta_shape(ts[1]):
-                raise _refuse(node, "broadcasting addition")
-            return mk("add", (src(ts[0]), src(ts[1])))
-        if fn is F.max_pool2d or fn is torch.max_pool2d:
-            a = _fargs(node, ("input", "kernel_size", "stride", "padding", "dilation",
-                              "ceil_mode", "return_indices"))
-            return _maxpool(node, mk, src(a["input"]), a["kernel_size"], a.get("stride"),
-                            a.get("padding", 0), a.get("dilation", 1), a.get("ceil_mode", False),
-                            a.get("return_indices", False))
-        if fn is F.avg_pool2d:
-            a = _fargs(node, ("input", "kernel_size", "stride", "padding", "ceil_mode",
-                              "count_include_pad", "divisor_override"))
-            return _avgpool(node, mk, src(a["input"]), a["kernel_size"], a.get("stride"),
-                            a.get("padding", 0), a.get("ceil_mode", False),
-                            a.get("count_include_pad", True), a.get("divisor_override"))
-        if fn is F.adaptive_avg_pool2d:
-            return _adaptive(node, mk, src(node.args[0]), _meta_shape(node.args[0])[2:], per)
-        if fn is torch.flatten:
-            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-            end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-            if start != 1 or end != -1:
-                raise _refuse(node, f"torch.flatten(start_dim={start}, end_dim={end})")
-            return mk("reshape", (src(node.args[0]),))
-        if fn is F.dropout or fn is F.dropout2d:
-            return None
-        if fn in (torch.reshape,):
-            return mk("reshape", (src(node.args[0]),))
-        raise _refuse(node, f"the function {_target_name(node)}")
-    if node.op == "call_method":
-        m = node.target
-        if m == "relu":
-            return mk("relu", (src(node.args[0]),))
-        if m in ("reshape", "view", "flatten"):
-            if m == "flatten":
-                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-                if start != 1:
-                    raise _refuse(node, f"Tensor.flatten(start_dim={start})")
-            return mk("reshape", (src(node.args[0]),))
-        if m in ("contiguous",):
-            return None
-        if m == "add":
-            ts = tensor_args()
-            if len(ts) != 2 or _meta_shape(ts[0]) != _meta_shape(ts[1]):
-                raise _refuse(node, "Tensor.add of a constant or broadcast tensor")
-            return mk("add", (src(ts[0]), src(ts[1])))
-        raise _refuse(node, f"the tensor method .{m}()")
-    raise _refuse(node, f"the fx op {node.op} {_target_name(node)!r}")
-
-
-def _fargs(node: torch.fx.Node, names: tuple[str, ...]) -> dict[str, Any]:
-    out = dict(zip(names, node.args, strict=False))
-    out.update(node.kwargs)
-    return out
-
-
-def _maxpool(node, mk, x, kernel, stride, padding, dilation, ceil_mode, return_indices) -> Layer:
-    if _pair(dilation) != (1, 1) or ceil_mode or return_indices:
-        raise _refuse(node, "MaxPool2d with dilation, ceil_mode or return_indices")
-    k = _pair(kernel)
-    s = k if stride is None or stride == [] else _pair(stride)
-    return mk("maxpool2d", (x,), params={"kernel_size": k, "stride": s,
-                                         "padding": _pair(padding)})
-
-
-def _avgpool(node, mk, x, kernel, stride, padding, ceil_mode, count_include_pad,
-             divisor_override) -> Layer:
-    k = _pair(kernel)
-    s = k if stride is None or stride == [] else _pair(stride)
-    p = _pair(padding)
-    if ceil_mode or divisor_override is not None or (p != (0, 0) and not count_include_pad):
-        raise _refuse(node, "AvgPool2d with ceil_mode, divisor_override or count_include_pad=False")
-    return mk("avgpool2d", (x,), params={"kernel_size": k, "stride": s, "padding": p})
-
-
-def _adaptive(node, mk, x, in_hw, per) -> Layer:
-    out_hw = per[1:]
-    if any(i % o for i, o in zip(in_hw, out_hw, strict=True)):
-        raise _refuse(node, f"AdaptiveAvgPool2d from {tuple(in_hw)} to {tuple(out_hw)}",
-                      "(output size must divide the input size) is not supported")
-    k = tuple(i // o for i, o in zip(in_hw, out_hw, strict=True))
-    return mk("avgpool2d", (x,), params={"kernel_size": k, "stride": k, "padding": (0, 0)})
+        module = modules[node.target]
+        op = op_for_module(module)
+        what = f"the layer {type(module).__name__} ({node.target})"
+    elif node.op == "call_function":
+        op = op_for_function(node.target)
+        what = f"the function {target_name(node)}"
+    elif node.op == "call_method":
+        op = op_for_method(node.target)
+        what = f"the tensor method .{node.target}()"
+    else:
+        raise refuse(node, f"the fx op {node.op} {target_name(node)!r}")
+    if op is None:
+        raise refuse(node, what)
+    return op.lower(Lowering(node, module, per, src))
 
 
 def _check_used_tensors(graph: SecureGraph) -> None:

@@ -9,15 +9,16 @@ each on its own shares):
   layers are also opened once under reusable dealer masks
   (:meth:`~veil.mpc.tensor.SecretTensor.fix_mask`), so that each query opens
   only its activations, never the weights again;
-- :func:`secure_forward`: the layers on :class:`~veil.mpc.tensor.SecretTensor` s:
-  Linear and Conv2d through matrix/convolution Beaver triples (one round each),
-  a standalone BatchNorm as an elementwise Beaver product, ReLU, max pooling and
-  argmax through the function-secret-sharing gates of :mod:`veil.mpc.nonlinear`,
-  average pooling, residual additions, reshapes and Dropout locally;
+- :func:`secure_forward`: the layers on :class:`~veil.mpc.tensor.SecretTensor` s,
+  each by its op of :mod:`veil.nn.ops`: Linear and Conv2d through
+  matrix/convolution Beaver triples (one round each), a standalone BatchNorm as
+  an elementwise Beaver product, ReLU, max pooling and argmax through the
+  function-secret-sharing gates of :mod:`veil.mpc.nonlinear`, average pooling,
+  residual additions, reshapes and Dropout locally;
 - :func:`material_plan`: the exact list of dealer requests ``(kind, params)`` of
-  one forward pass, known from the graph's shapes before any input exists, so
-  that the offline phase runs (and is timed) separately; :func:`setup_plan`
-  the requests of :func:`share_weights` with a session.
+  one forward pass (each op's :meth:`~veil.nn.ops.Op.plan`), known from the
+  graph's shapes before any input exists, so that the offline phase runs (and
+  is timed) separately; :func:`setup_plan` the requests of :func:`share_weights` with a session.
 
 The arithmetic is the one of the plaintext twin (:mod:`veil.nn.twin`): after
 each product the shares are truncated locally (SecureML), which is off by at
@@ -44,21 +45,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
-from veil.nn.graph import Layer, SecureGraph
+from veil.nn.graph import SecureGraph
+from veil.nn.layer import Layer
+from veil.nn.ops import get_op, mask_id
 
 if TYPE_CHECKING:
     from veil.mpc.party import Party
     from veil.mpc.tensor import FixedSecretTensor, SecretTensor
 
+__all__ = ["DATA_OWNER", "MODEL_OWNER", "SharedModel", "mask_id", "material_plan",
+           "parameter_shapes", "secure_forward", "setup_plan", "share_weights"]
+
 MODEL_OWNER = 0
 DATA_OWNER = 1
 
 Progress = Callable[[int, int], None]
-
-
-_BILINEAR_OPS = ("linear", "conv2d", "affine")
 
 
 @dataclass
@@ -72,30 +73,22 @@ class SharedModel:
     params: dict[tuple[str, str], SecretTensor | FixedSecretTensor]
     session: str | None = None
 
-
-def _param_view(layer: Layer, kind: str, t: torch.Tensor) -> torch.Tensor:
-    """The layout each parameter is shared in (so the online phase does no re-layout)."""
-    if layer.op == "linear" and kind == "weight":
-        return t.t().contiguous()  # x @ W^T as one matmul triple
-    if layer.op == "affine":
-        return t.reshape((1, -1) + (1,) * (len(layer.out_shape) - 1))
-    return t
+    def layer_params(self, layer: Layer) -> dict[str, SecretTensor | FixedSecretTensor]:
+        """``{'weight': ..., 'bias': ...}`` of ``layer`` (the ones it has)."""
+        return {kind: self.params[(layer.name, kind)] for kind in ("weight", "bias")
+                if (layer.name, kind) in self.params}
 
 
 def parameter_shapes(graph: SecureGraph) -> list[tuple[str, str, tuple[int, ...]]]:
     """``(layer, kind, shape-as-shared)`` for every parameter: public to both parties."""
     out = []
     for layer in graph.layers:
+        op = get_op(layer.op)
         for kind in ("weight", "bias"):
             t = getattr(layer, kind)
             if t is not None:
-                out.append((layer.name, kind, tuple(_param_view(layer, kind, t).shape)))
+                out.append((layer.name, kind, tuple(op.param_view(layer, kind, t).shape)))
     return out
-
-
-def mask_id(session: str, layer: str) -> str:
-    """The dealer's reusable-mask id of ``layer``'s weight in ``session`` (public)."""
-    return f"{session}/{layer}.weight"
 
 
 def share_weights(party: Party, graph: SecureGraph, owner: int = MODEL_OWNER,
@@ -114,11 +107,12 @@ def share_weights(party: Party, graph: SecureGraph, owner: int = MODEL_OWNER,
     by_name = {layer.name: layer for layer in graph.layers}
     for name, kind, shape in parameter_shapes(graph):
         layer = by_name[name]
+        op = get_op(layer.op)
         value = None
         if party.rank == owner:
-            value = _param_view(layer, kind, getattr(layer, kind)).double()
+            value = op.param_view(layer, kind, getattr(layer, kind)).double()
         param = party.share(value, owner=owner, shape=shape)
-        if session is not None and kind == "weight" and layer.op in _BILINEAR_OPS:
+        if session is not None and kind == "weight" and op.bilinear:
             param = param.fix_mask(mask_id(session, name))
         params[(name, kind)] = param
     return SharedModel(graph, params, session)
@@ -128,35 +122,7 @@ def setup_plan(graph: SecureGraph, session: str) -> list:
     """The dealer requests of :func:`share_weights` with ``session`` (the reusable masks)."""
     return [("fixed_mask", {"mask_id": mask_id(session, name), "shape": list(shape)})
             for name, kind, shape in parameter_shapes(graph)
-            if kind == "weight" and graph.layer(name).op in _BILINEAR_OPS]
-
-
-def _layer(party: Party, model: SharedModel, layer: Layer, args: list[SecretTensor]
-           ) -> SecretTensor:
-    x = args[0]
-    p = layer.params
-    w = model.params.get((layer.name, "weight"))
-    b = model.params.get((layer.name, "bias"))
-    if layer.op == "linear":
-        y = x @ w
-        return y + b if b is not None else y
-    if layer.op == "conv2d":
-        return x.conv2d(w, b, stride=p["stride"], padding=p["padding"])
-    if layer.op == "affine":
-        return x * w + b
-    if layer.op == "relu":
-        return x.relu()
-    if layer.op == "maxpool2d":
-        return x.max_pool2d(p["kernel_size"], stride=p["stride"], padding=p["padding"])
-    if layer.op == "avgpool2d":
-        return x.avg_pool2d(p["kernel_size"], stride=p["stride"], padding=p["padding"])
-    if layer.op == "add":
-        return args[0] + args[1]
-    if layer.op == "reshape":
-        return x.reshape(x.shape[0], *layer.out_shape)
-    if layer.op == "argmax":
-        return x.argmax(dim=-1)
-    raise AssertionError(layer.op)
+            if kind == "weight" and get_op(graph.layer(name).op).bilinear]
 
 
 def secure_forward(party: Party, model: SharedModel, x: SecretTensor,
@@ -172,7 +138,8 @@ def secure_forward(party: Party, model: SharedModel, x: SecretTensor,
     values: dict[str, SecretTensor] = {graph.input_name: x}
     remaining = _last_use(graph)
     for i, layer in enumerate(graph.layers):
-        values[layer.name] = _layer(party, model, layer, [values[n] for n in layer.inputs])
+        values[layer.name] = get_op(layer.op).forward(
+            party, layer, model.layer_params(layer), [values[n] for n in layer.inputs])
         for n in layer.inputs:  # free activations early: big batches are memory-bound
             if remaining[n] == i and n != graph.output:
                 del values[n]
@@ -189,46 +156,22 @@ def _last_use(graph: SecureGraph) -> dict[str, int]:
     return last
 
 
-# --------------------------------------------------------------------------- the dealer's plan
-
-def _beaver_plan(layer: Layer, in_shape: tuple[int, ...], batch: int, session: str | None
-                 ) -> list[tuple[str, dict]]:
-    params: dict = {"shape_x": [batch, *in_shape],
-                    "shape_y": list(_param_view(layer, "weight", layer.weight).shape)}
-    op = {"linear": "matmul", "conv2d": "conv2d", "affine": "beaver"}[layer.op]
-    if op == "conv2d":
-        params.update(stride=list(layer.params["stride"]), padding=list(layer.params["padding"]))
-    if session is None:
-        return [(op, params)]
-    return [(f"{op}_fixed", {**params, "mask_id": mask_id(session, layer.name)})]
+def input_shapes(graph: SecureGraph) -> dict[str, tuple[int, ...]]:
+    """Per-sample shape of every value of ``graph`` (the input and each layer's output)."""
+    shapes = {graph.input_name: graph.input_shape}
+    shapes.update({layer.name: layer.out_shape for layer in graph.layers})
+    return shapes
 
 
 def material_plan(graph: SecureGraph, batch: int, session: str | None = None) -> list:
     """The dealer requests ``[(kind, params), ...]`` of one forward pass on ``batch`` inputs.
 
-    Linear layers' requests follow from their shapes (triples with the reusable
-    weight masks of ``session``, or fresh triples without one); the non-linear
-    gates' requests come from :func:`veil.mpc.nonlinear.plan`.
+    Each op plans its own layers (:meth:`veil.nn.ops.Op.plan`): bilinear layers a
+    triple (with the reusable weight masks of ``session``, or fresh without
+    one), non-linear gates their FSS keys (:func:`veil.mpc.nonlinear.plan`).
     """
-    from veil.mpc import nonlinear
-
-    shapes = {graph.input_name: graph.input_shape}
+    shapes = input_shapes(graph)
     out: list = []
     for layer in graph.layers:
-        in_shape = shapes[layer.inputs[0]]
-        shapes[layer.name] = layer.out_shape
-        if layer.op in _BILINEAR_OPS:
-            out += _beaver_plan(layer, in_shape, batch, session)
-        elif layer.op in ("relu", "maxpool2d", "argmax"):
-            out += _gate_plan(nonlinear.plan, layer, (batch, *in_shape))
+        out += get_op(layer.op).plan(layer, [shapes[i] for i in layer.inputs], batch, session)
     return out
-
-
-def _gate_plan(planner, layer: Layer, shape: tuple[int, ...]) -> list:
-    p = layer.params
-    if layer.op == "relu":
-        return list(planner("relu", shape))
-    if layer.op == "maxpool2d":
-        return list(planner("max_pool2d", shape, kernel_size=p["kernel_size"],
-                            stride=p["stride"], padding=p["padding"]))
-    return list(planner("argmax", shape, dim=-1))
