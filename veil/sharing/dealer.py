@@ -135,7 +135,7 @@ class Dealer:
             t0 = time.perf_counter()
             try:
                 for kind, params, module in reqs[0]:
-                    m0, m1 = get_kind(kind, module).run(self.rng, self.keyring, params)
+                    m0, m1 = self.generate(kind, params, module)
                     halves[0].append(m0)
                     halves[1].append(m1)
             except (MaterialError, TypeError, ValueError) as exc:
@@ -144,6 +144,10 @@ class Dealer:
             self.items += len(halves[0])
             self._send_both(halves)
         return self.stats()
+
+    def generate(self, kind: str, params: dict, module: str | None = None) -> tuple[Any, Any]:
+        """Both halves of one item of ``kind``; a subclass may serve preprocessed items."""
+        return get_kind(kind, module).run(self.rng, self.keyring, params)
 
     def _send_both(self, halves: tuple[list, list]) -> None:
         """Send each party its half; large halves to both parties at once.
