@@ -12,6 +12,8 @@ from veil.sharing import (
     MemoryStore,
     Plan,
     StoreError,
+    StoreLedger,
+    StoreReplayError,
     open_store,
     preprocess,
 )
@@ -118,3 +120,85 @@ def test_memory_store_order_and_exhaustion():
     assert s.take("beaver", BEAVER) == {"x": 1}
     with pytest.raises(MaterialExhaustedError, match="1 items"):
         s.take("beaver", BEAVER)
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_store_restored_from_a_copy_is_refused(store_dir, tmp_path):
+    """The replay attack: copy the store, run, restore the copy: the ledger refuses it."""
+    backup = _copy(store_dir, tmp_path / "backup")
+    with open_store(store_dir, 0) as s:
+        s.take("beaver", BEAVER)
+    import shutil
+
+    shutil.rmtree(store_dir)
+    _copy(backup, store_dir)  # restored in place ...
+    with pytest.raises(StoreReplayError, match="consumed up to item 1"):
+        open_store(store_dir, 0)
+    with pytest.raises(StoreReplayError):  # ... or opened from another folder
+        open_store(backup, 0)
+    with open_store(store_dir, 1) as s:  # the other party's half is still untouched
+        assert s.consumed == 0
+
+
+def test_a_fully_consumed_store_id_is_refused(store_dir, tmp_path):
+    backup = _copy(store_dir, tmp_path / "backup")
+    with open_store(store_dir, 1) as s:
+        for kind, params in (("beaver", BEAVER), ("matmul", MATMUL), ("beaver", BEAVER)):
+            s.take(kind, params)
+    with pytest.raises(StoreReplayError, match="consumed entirely"):
+        open_store(store_dir, 1)
+    with pytest.raises(StoreReplayError):
+        open_store(backup, 1)
+
+
+def test_two_copies_cannot_be_consumed_at_once(store_dir, tmp_path):
+    backup = _copy(store_dir, tmp_path / "backup")
+    with open_store(store_dir, 0):
+        with pytest.raises(StoreError, match="in use by another process"):
+            open_store(backup, 0)
+
+
+def test_the_ledger_lives_where_it_is_told(store_dir, tmp_path):
+    ledger = StoreLedger(tmp_path / "ledger")
+    with open_store(store_dir, 0, ledger) as s:
+        s.take("beaver", BEAVER)
+    assert ledger.recorded(s.store_id, 0) == 1
+    assert StoreLedger(tmp_path / "elsewhere").recorded(s.store_id, 0) == 0
+    entry = next(p for p in (tmp_path / "ledger").iterdir() if p.suffix != ".lock")
+    entry.write_text("garbage")
+    with pytest.raises(StoreError, match="corrupt ledger entry"):
+        open_store(store_dir, 0, ledger)
+
+
+@pytest.mark.parametrize("name", ["../../outside.vm", "/etc/passwd", "000001.vm"])
+def test_manifest_file_names_are_never_trusted(store_dir, tmp_path, name):
+    import json
+
+    outside = tmp_path / "outside.vm"
+    outside.write_bytes(b"x")
+    manifest = store_dir / "party0" / "store.json"
+    meta = json.loads(manifest.read_text())
+    meta["items"][0]["file"] = name
+    manifest.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="crafted manifest"):
+        open_store(store_dir, 0)
+    assert outside.exists()
+
+
+@pytest.mark.parametrize("change", [
+    {"store_id": ["x"]}, {"store_id": ""}, {"party": "0"}, {"party": True}, {"items": {}},
+    {"items": [["beaver", {}]]}, {"items": [{"kind": 3, "params": {}}]},
+])
+def test_malformed_manifests_are_store_errors(store_dir, change):
+    import json
+
+    manifest = store_dir / "party0" / "store.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), **change}))
+    with pytest.raises(StoreError, match="malformed"):
+        open_store(store_dir, 0)

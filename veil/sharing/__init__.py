@@ -8,7 +8,9 @@
   each issued once);
 - :mod:`veil.sharing.dealer`: the dealer service;
 - :mod:`veil.sharing.store`: in-memory and on-disk (atomic, single-use) stores,
-  :func:`preprocess`.
+  :func:`preprocess`;
+- :mod:`veil.sharing.ledger`: how far each store was consumed, kept outside the stores
+  (a store restored from a copy is refused).
 """
 
 from veil.sharing import triples  # noqa: F401  (registers the built-in kinds)
@@ -18,8 +20,10 @@ from veil.sharing.errors import (
     MaterialMismatchError,
     MaterialReusedError,
     StoreError,
+    StoreReplayError,
     UnknownMaterialError,
 )
+from veil.sharing.ledger import StoreLedger
 from veil.sharing.masks import MaskKeyring
 from veil.sharing.material import Material, Plan, register_material
 from veil.sharing.store import DiskStore, MemoryStore, open_store, preprocess
@@ -35,6 +39,8 @@ __all__ = [
     "MemoryStore",
     "Plan",
     "StoreError",
+    "StoreLedger",
+    "StoreReplayError",
     "UnknownMaterialError",
     "open_store",
     "preprocess",

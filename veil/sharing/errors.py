@@ -28,3 +28,7 @@ class MaterialReusedError(MaterialError):
 
 class StoreError(MaterialError):
     """A preprocessing store on disk is missing, incomplete, corrupt or locked."""
+
+
+class StoreReplayError(StoreError):
+    """A preprocessing store was consumed before (restored from a copy): refused."""

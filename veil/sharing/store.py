@@ -15,6 +15,12 @@ manifest, which is refused. Taking an item persists the incremented counter
 lose an item, never replay one. A store is locked (``flock``) by the process
 using it.
 
+A copy of a store directory restored after a run would replay its items; the
+:class:`~veil.sharing.ledger.StoreLedger`, kept outside every store
+(``$VEIL_STATE_DIR``), records how far each store id was consumed and refuses
+such a copy. Item file names are derived from the item's position, never read
+from the manifest (a crafted manifest cannot point outside the store).
+
 Example
 -------
 >>> from veil.sharing.material import Plan
@@ -43,6 +49,7 @@ from veil.sharing.errors import (
     MaterialMismatchError,
     StoreError,
 )
+from veil.sharing.ledger import LedgerEntry, StoreLedger
 from veil.sharing.masks import MaskKeyring
 from veil.sharing.material import get_kind, normalize_plan, request_key
 
@@ -110,10 +117,15 @@ class DiskStore:
     ----------
     path:
         The party's store directory (``<store_dir>/party<rank>``).
+    ledger:
+        Where consumption is recorded outside the store (the default
+        :class:`~veil.sharing.ledger.StoreLedger` in ``$VEIL_STATE_DIR``).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, ledger: StoreLedger | None = None) -> None:
         self.path = Path(path)
+        self._lock_fd = -1
+        self._entry: LedgerEntry | None = None
         manifest = self.path / "store.json"
         if not manifest.is_file():
             raise StoreError(f"{self.path} is not a complete Veil store (no store.json); "
@@ -122,19 +134,22 @@ class DiskStore:
             meta = json.loads(manifest.read_text())
         except (OSError, ValueError) as exc:
             raise StoreError(f"corrupt store manifest {manifest}: {exc}") from None
-        if meta.get("format") != FORMAT:
-            raise StoreError(f"{manifest}: unknown store format {meta.get('format')!r}")
-        self.store_id: str = meta["store_id"]
-        self.party: int = int(meta["party"])
-        self.items: list[dict] = meta["items"]
+        self.store_id, self.party, self.items = _check_manifest(meta, manifest)
         self.total = len(self.items)
         self._lock_fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(self._lock_fd)
+            self._lock_fd = -1
             raise StoreError(f"store {self.path} is in use by another process") from None
-        self.consumed = self._read_counter()
+        try:
+            self.consumed = self._read_counter()
+            ledger = ledger if ledger is not None else StoreLedger()
+            self._entry = ledger.claim(self.store_id, self.party, self.consumed, self.total)
+        except BaseException:
+            self.close()
+            raise
 
     def _read_counter(self) -> int:
         counter = self.path / "consumed"
@@ -164,10 +179,14 @@ class DiskStore:
             raise MaterialMismatchError(
                 f"item {i} of store {self.path} is {item['kind']} {item['params']}, but the "
                 f"computation asked for {kind} {params}")
-        # Persist first: after a crash this item is gone, never served twice.
+        # Persist first (the ledger outside the store, then the store's counter): after a
+        # crash, or from a copy of the directory, this item is gone, never served twice.
+        if self._entry is None:
+            raise StoreError(f"store {self.path} is closed")
+        self._entry.record(i + 1)
         atomic_write(self.path / "consumed", str(i + 1).encode())
         self.consumed = i + 1
-        file = self.path / "items" / item["file"]
+        file = self.path / "items" / _item_name(i)
         try:
             frame = bytearray(file.read_bytes())
         except OSError as exc:
@@ -177,6 +196,9 @@ class DiskStore:
         return wire.from_bytes(frame)
 
     def close(self) -> None:
+        if self._entry is not None:
+            self._entry.release()
+            self._entry = None
         if self._lock_fd >= 0:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -192,6 +214,33 @@ class DiskStore:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _item_name(index: int) -> str:
+    """The file of item ``index`` inside ``items/`` (derived, never read from a manifest)."""
+    return f"{index:06d}.vm"
+
+
+def _check_manifest(meta: Any, manifest: Path) -> tuple[str, int, list[dict]]:
+    """``(store_id, party, items)`` of a parsed manifest, every field checked."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise StoreError(f"{manifest}: unknown store format {found!r}")
+    store_id, party, items = meta.get("store_id"), meta.get("party"), meta.get("items")
+    if not isinstance(store_id, str) or not 1 <= len(store_id) <= 128:
+        raise StoreError(f"{manifest}: malformed store id")
+    if party not in (0, 1) or isinstance(party, bool):
+        raise StoreError(f"{manifest}: malformed party {party!r}")
+    if not isinstance(items, list):
+        raise StoreError(f"{manifest}: malformed item list")
+    for i, item in enumerate(items):
+        if (not isinstance(item, dict) or not isinstance(item.get("kind"), str)
+                or not isinstance(item.get("params"), dict)):
+            raise StoreError(f"{manifest}: malformed item {i}")
+        if item.get("file", _item_name(i)) != _item_name(i):
+            raise StoreError(f"{manifest}: item {i} names the file {item['file']!r}; an item's "
+                             f"file is always items/{_item_name(i)} (refusing a crafted manifest)")
+    return store_id, party, items
 
 
 def generate_items(plan, rng: CSPRNG | None = None, keyring: MaskKeyring | None = None
@@ -228,7 +277,7 @@ def write_store(path: str | os.PathLike, party: int, items: list, store_id: str,
         (tmp / "items").mkdir()
         manifest_items, total = [], 0
         for i, (kind, params, material) in enumerate(items):
-            name = f"{i:06d}.vm"
+            name = _item_name(i)
             frame = wire.to_bytes(material)
             atomic_write(tmp / "items" / name, frame)
             total += len(frame)
@@ -271,11 +320,12 @@ def preprocess(plan, directory: str | os.PathLike, *, overwrite: bool = False,
             "bytes_party0": b0, "bytes_party1": b1, "store_id": store_id}
 
 
-def open_store(directory: str | os.PathLike, rank: int) -> DiskStore:
+def open_store(directory: str | os.PathLike, rank: int,
+               ledger: StoreLedger | None = None) -> DiskStore:
     """Open party ``rank``'s store: ``directory/party<rank>`` or ``directory`` itself."""
     directory = Path(directory)
     path = directory / f"party{rank}" if (directory / f"party{rank}").is_dir() else directory
-    store = DiskStore(path)
+    store = DiskStore(path, ledger)
     if store.party != rank:
         store.close()
         raise StoreError(f"store {path} belongs to party {store.party}, not party {rank}")
