@@ -47,9 +47,10 @@ def test_masks_depend_on_the_secret_key_and_look_uniform():
 
 
 def test_an_explicit_key_never_reissues_a_mask_of_another_keyring():
-    """Two preprocessing runs with one explicit key: the weight masks differ (else W1 - W2 leaks)."""
+    """Two preprocessing runs with one explicit key: the weight masks differ (no W1 - W2)."""
     key = b"k" * 32
-    assert not torch.equal(MaskKeyring(key).issue("x", (64,)), MaskKeyring(key).issue("x", (64,)))
+    first, second = MaskKeyring(key), MaskKeyring(key)
+    assert not torch.equal(first.issue("x", (64,)), second.issue("x", (64,)))
     plan = [("fixed_mask", {"mask_id": "s/w", "shape": [16]})]
     masks = []
     for _ in range(2):
