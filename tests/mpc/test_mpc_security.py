@@ -100,3 +100,44 @@ def test_non_owner_view_is_uniform_whatever_the_owner_value():
             for t in msg:
                 freq = bit_frequencies(t.flatten())
                 assert (freq - 0.5).abs().max().item() < 0.028, freq
+
+
+def test_a_used_fss_key_does_not_come_back_through_serialisation():
+    """Packing a consumed key refuses: unpacking the bytes would give a fresh key."""
+    import numpy as np
+    import pytest
+
+    from veil.fss import KeyReuseError, TreeKey, dcf_eval, dcf_gen
+
+    k0, _ = dcf_gen(np.array([3, 9], np.uint64), 1, 8, 1)
+    packed, parts = k0.pack(), k0.to_parts()  # fine before use
+    dcf_eval(k0, np.array([1, 2], np.uint64))
+    for serialise in (k0.pack, k0.to_parts):
+        with pytest.raises(KeyReuseError, match="never serialised again"):
+            serialise()
+    assert TreeKey.unpack(packed, "dcf", 0, 8, 1).count == 2  # (bytes taken before use)
+    assert parts["seeds"].shape[1] == 2
+
+
+def test_a_gate_mask_hides_one_value_only_and_is_dropped_once_used():
+    """Two openings ``x + r`` and ``x' + r`` would reveal ``x - x'``: refused."""
+    import numpy as np
+    import pytest
+
+    from veil.fss import KeyReuseError, gates
+
+    for keygen, mask, finish in ((gates.sign_keygen, gates.sign_mask, gates.sign_finish),
+                                 (gates.eq_keygen, gates.eq_mask, gates.eq_finish)):
+        m0, m1 = keygen(2)
+        x = np.array([5, 7], np.uint64)
+        xh = mask(m0, x)
+        with pytest.raises(KeyReuseError, match="already masked"):
+            mask(m0, x + np.uint64(1))
+        finish(m0, 0, xh[0] if isinstance(xh, tuple) else xh)
+        assert not {"r", "rw", "c"} & set(m0)  # the mask shares are gone
+        for again in (lambda: mask(m0, x), lambda: finish(m0, 0, x)):
+            with pytest.raises(KeyReuseError):
+                again()
+        # the untouched half still works, once
+        out = mask(m1, x)
+        assert out is not None

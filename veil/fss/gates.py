@@ -93,6 +93,21 @@ def _take(material: dict, name: str) -> TreeKey:
     return TreeKey.from_parts(parts, kind, int(material["party"]), n, ell, width)
 
 
+def _claim_mask(material: dict, name: str) -> None:
+    """Let the gate's input mask hide one value only (``x + r`` and ``x' + r`` reveal
+    ``x - x'``): a second masking, or one after the gate finished, raises."""
+    if material.get("masked") or "r" not in material or "key_seeds" not in material:
+        raise KeyReuseError(f"{name} material already masked a value: its mask and key are "
+                            "single-use")
+    material["masked"] = True
+
+
+def _drop_masks(material: dict) -> None:
+    """Forget the gate's mask shares once used, so no later call can mask with them again."""
+    for name in ("r", "rw", "c"):
+        material.pop(name, None)
+
+
 def _key_fields(key: TreeKey) -> dict[str, np.ndarray]:
     return {"key_" + k: v for k, v in key.to_parts().items()}
 
@@ -188,6 +203,7 @@ def sign_keygen(
 def sign_mask(material: dict, x_share, w_shares=None) -> tuple[np.ndarray, np.ndarray]:
     """This party's masked shares to open: ``x_b + r_b`` and ``w_b + rw_b`` (uint64)."""
     ring_bits, extra = int(material["shape"][3]), int(material["shape"][5])
+    _claim_mask(material, "sign")
     count = material["r"].shape[0]
     x = _as_u64(x_share, "x share", (count,))
     rmask = _mask(ring_bits)
@@ -211,6 +227,8 @@ def sign_finish(material: dict, party: int, x_hat, w_hat=None) -> dict[str, np.n
         raise ValueError(f"material belongs to party {int(material['party'])}, not {party}")
     shape = [int(v) for v in material["shape"]]
     n, ell, width, ring_bits, relu, extra, method = shape
+    if "r" not in material:
+        raise KeyReuseError("sign material already used: keys and masks are single-use")
     count = material["r"].shape[0]
     x_hat = _as_u64(x_hat, "x_hat", (count,)) & _mask(ring_bits)
     key = _take(material, "sign")
@@ -228,6 +246,7 @@ def sign_finish(material: dict, party: int, x_hat, w_hat=None) -> dict[str, np.n
         y = ~x_hat & _mask(n)
         u = np.ones(count, np.uint64)
     ev = dcf_eval(key, y) + material["c"].view(np.uint64)
+    _drop_masks(material)
     dv = (u[:, None] * vshare + (ONE - (u << ONE))[:, None] * ev) & omask
     out = {"d": dv[:, 0]}
     d = dv[:, :1]
@@ -261,6 +280,7 @@ def eq_keygen(count: int, ring_bits: int = 64, ell: int | None = None,
 
 def eq_mask(material: dict, z_share) -> np.ndarray:
     """This party's masked share ``z_b + r_b`` to open."""
+    _claim_mask(material, "equality")
     count = material["r"].shape[0]
     z = _as_u64(z_share, "z share", (count,))
     return (z + material["r"].view(np.uint64)) & _mask(int(material["shape"][3]))
@@ -270,7 +290,10 @@ def eq_finish(material: dict, party: int, z_hat) -> np.ndarray:
     """This party's shares of ``1{z == 0}`` (mod ``2^ell``); consumes the material."""
     if party != int(material["party"]):
         raise ValueError(f"material belongs to party {int(material['party'])}, not {party}")
+    if "r" not in material:
+        raise KeyReuseError("equality material already used: keys and masks are single-use")
     count = material["r"].shape[0]
     z_hat = _as_u64(z_hat, "z_hat", (count,)) & _mask(int(material["shape"][3]))
     key = _take(material, "equality")
+    _drop_masks(material)
     return dpf_eval(key, z_hat)[:, 0]

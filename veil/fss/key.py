@@ -21,7 +21,8 @@ a DPF key ``n(λ + 2) + λ + m·ell`` bits; :meth:`TreeKey.pack` stores exactly
 that many bits per key (rounded up to whole bytes), whatever ``α`` is.
 
 Keys are single-use: evaluating a key marks it consumed and a second
-evaluation raises :class:`KeyReuseError`.
+evaluation raises :class:`KeyReuseError`, as does packing a consumed key (so a
+used key cannot come back as a fresh one through serialisation).
 """
 
 from __future__ import annotations
@@ -136,6 +137,14 @@ class TreeKey:
         """Whether the batch has been evaluated."""
         return self._consumed
 
+    def _refuse_if_consumed(self) -> None:
+        # Single use must survive serialisation: a consumed batch packed and unpacked again
+        # would come back as a fresh key.
+        if self._consumed:
+            raise KeyReuseError(
+                f"FSS {self.kind} key batch (party {self.party}) was already evaluated; a used "
+                "key is never serialised again (keys are single-use)")
+
     # -- bit-packed format ----------------------------------------------------------------
     def _per_key_values(self) -> np.ndarray:
         """(N, nvals) uint64: value corrections level by level, then the final word."""
@@ -153,6 +162,7 @@ class TreeKey:
         multiple of 8, otherwise bit-packed together with the control bits),
         then the ``2n`` control-bit corrections.
         """
+        self._refuse_if_consumed()
         num = self.count
         seeds = np.concatenate([self.seed[None], self.scw], axis=0).transpose(1, 0, 2)
         parts = [np.ascontiguousarray(seeds).reshape(num, -1).view(np.uint8)]
@@ -222,6 +232,7 @@ class TreeKey:
         bit-packed per key). Their total size per key is :attr:`nbytes`;
         :meth:`from_parts` rebuilds the keys as views, without copies.
         """
+        self._refuse_if_consumed()
         num, n = self.count, self.n
         if self.seeds_buf is not None:
             seeds = self.seeds_buf
