@@ -322,3 +322,39 @@ def test_conv2d_random_geometry(n, c, o, h, w, kh, kw, stride, padding):
 
     want = F.conv2d(x, k, stride=stride, padding=padding)
     assert_close(run_both(job), want, 1e-3 * c * kh * kw)
+
+
+def test_every_documented_comparison_operator_is_a_gate_never_identity():
+    """``==``/``!=`` and the order comparisons (docs/mpc.md, docs/fss.md) against plaintext."""
+    x = torch.tensor([-1.5, 0.0, 2.25, 7.0, -3.0])
+    y = torch.tensor([1.0, 0.0, 2.25, -7.0, -3.0])
+
+    def job(party):
+        a, b = _share_pair(party, x, y)
+        a2 = party.share(x if party.rank == 1 else None, owner=1, shape=x.shape)  # equal values
+        outs = {
+            "==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b,
+            "eq": a.eq(b), "ne": a.ne(b), "torch.eq": torch.eq(a, b), "torch.ne": torch.ne(a, b),
+            "same values": a == a2, "itself": a != a, "public": a == 2.25,
+            "public left": 0.0 == a, "tensor left": y == a, "numpy left": y.numpy() != a,
+            "abs": abs(a),
+        }
+        errors = []
+        for bad in (None, "x"):
+            try:
+                a == bad  # noqa: B015
+            except TypeError as exc:
+                errors.append(str(exc))
+        table = {a: 1}  # still hashable by identity
+        return {k: v.reveal() for k, v in outs.items()}, errors, table[a]
+
+    got, errors, looked_up = run_both(job)
+    f = torch.float32
+    want = {"==": x == y, "!=": x != y, "<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y,
+            "eq": x == y, "ne": x != y, "torch.eq": x == y, "torch.ne": x != y,
+            "same values": torch.ones(5, dtype=torch.bool), "itself": torch.zeros(5, dtype=bool),
+            "public": x == 2.25, "public left": x == 0.0, "tensor left": x == y,
+            "numpy left": torch.from_numpy(y.numpy() != x.numpy()), "abs": x.abs()}
+    for k, w in want.items():
+        assert torch.equal(got[k], w.to(f)), (k, got[k], w)
+    assert len(errors) == 2 and "NoneType" in errors[0] and looked_up == 1

@@ -17,8 +17,9 @@ Products of two fixed-point values are truncated locally back to
 :mod:`veil.ring`). Multiplying by a public *integer* (``3 * x``, ``x * 2.0``) is
 exact and needs no truncation.
 
-Comparisons and other non-linear functions (``<``, ``relu``, ``max``...) are
-implemented in :mod:`veil.mpc.nonlinear` with function secret sharing.
+Comparisons and other non-linear functions (``<``, ``==``, ``!=``, ``relu``,
+``max``...) are implemented in :mod:`veil.mpc.nonlinear` with function secret
+sharing; ``==`` and ``!=`` are the equality gate, never Python identity.
 
 Example
 -------
@@ -499,7 +500,24 @@ class SecretTensor:
         return _gate("__ge__")(self, other)
 
     def eq(self, other: SecretTensor | Public) -> SecretTensor:
+        """``1{self == other}`` as a secret 0/1 tensor (one DPF per element, one round)."""
+        if other is None or isinstance(other, str | bytes | FixedSecretTensor):
+            raise TypeError(f"cannot compare a SecretTensor with {type(other).__name__}")
         return _gate("eq")(self, other)
+
+    def ne(self, other: SecretTensor | Public) -> SecretTensor:
+        """``1{self != other}``: one minus :meth:`eq` (one round)."""
+        return 1 - self.eq(other)
+
+    # ``==`` and ``!=`` are the equality gate (as documented), never Python identity; a
+    # SecretTensor stays hashable by identity, so it can still key a dict.
+    def __eq__(self, other: SecretTensor | Public) -> SecretTensor:  # type: ignore[override]
+        return self.eq(other)
+
+    def __ne__(self, other: SecretTensor | Public) -> SecretTensor:  # type: ignore[override]
+        return self.ne(other)
+
+    __hash__ = object.__hash__
 
     def drelu(self, **options: Any) -> SecretTensor:
         return _gate("drelu")(self, **options)
@@ -611,6 +629,16 @@ class FixedSecretTensor:
         return (f"FixedSecretTensor(shape={tuple(self.shape)}, mask_id={self.mask_id!r}, "
                 f"party={self.party.rank})")
 
+    def __eq__(self, other: object) -> bool:
+        raise TypeError("a FixedSecretTensor is only an operand of products; compare the "
+                        "SecretTensor it was made from")
+
+    __ne__ = __eq__
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        raise TypeError("the truth value of a FixedSecretTensor is secret")
+
 
 def _add_channel_bias(out: SecretTensor, bias: SecretTensor | Public | None) -> SecretTensor:
     """Add a per-output-channel bias of shape (O,) to an (N, O, H, W) result."""
@@ -638,6 +666,8 @@ _TORCH_FUNCTIONS = {
     torch.permute: lambda x, dims: x.permute(*dims),
     torch.square: lambda x: x.square(),
     torch.neg: lambda x: -x,
+    torch.eq: lambda x, y: x.eq(y) if isinstance(x, SecretTensor) else y.eq(x),
+    torch.ne: lambda x, y: x.ne(y) if isinstance(x, SecretTensor) else y.ne(x),
     F.conv2d: conv2d,
     F.linear: lambda x, w, b=None: x.linear(w, b),
     F.avg_pool2d: lambda x, kernel_size, stride=None, padding=0, **k: x.avg_pool2d(
