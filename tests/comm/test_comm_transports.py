@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from veil.comm.credentials import ROLES, ephemeral
 from veil.comm.errors import PeerDisconnectedError, PeerTimeoutError
 from veil.comm.link import FRAME_OVERHEAD, Link
 from veil.comm.local import channel_pair
@@ -14,6 +15,7 @@ from veil.comm.tcp import connect_mesh, listen, parse_address
 from veil.comm.wire import wire_size
 
 NAMES = ("party 0", "party 1", "the dealer")
+CREDS = ephemeral()
 
 
 def _local_links(timeout=2.0):
@@ -28,7 +30,7 @@ def _tcp_mesh(timeout=5.0):
     out: dict[int, dict] = {}
 
     def connect(rank):
-        out[rank] = connect_mesh(rank, addrs, timeout, NAMES, session=b"s",
+        out[rank] = connect_mesh(rank, addrs, timeout, NAMES, CREDS[ROLES[rank]], session=b"s",
                                  listener=listeners[rank] if rank < 2 else None)
 
     threads = [threading.Thread(target=connect, args=(r,)) for r in range(3)]
@@ -140,7 +142,7 @@ def test_tcp_connect_to_absent_peer_times_out():
     t0 = time.perf_counter()
     with pytest.raises(PeerTimeoutError, match="party 0"):
         connect_mesh(1, [f"127.0.0.1:{port}", "127.0.0.1:0", "127.0.0.1:0"], 0.5, NAMES,
-                     connect_timeout=0.5, listener=listen(("127.0.0.1", 0)))
+                     CREDS["party1"], connect_timeout=0.5, listener=listen(("127.0.0.1", 0)))
     assert time.perf_counter() - t0 < 5
 
 

@@ -88,7 +88,7 @@ def test_store_run_then_replay_is_impossible(tmp_path):
     r0, _ = veil.run(_mul_job, store=tmp_path / "s")
     assert torch.equal(r0[0], torch.arange(4) * 2.0)
     assert r0[1]["offline_bytes_received"] == 0  # nothing from the dealer
-    with pytest.raises(PartyFailedError, match="exhausted"):
+    with pytest.raises(PartyFailedError, match="exhausted|already consumed"):
         veil.run(_mul_job, store=tmp_path / "s")
     with pytest.raises(FileNotFoundError):
         veil.run(_mul_job, store=tmp_path / "missing")
@@ -181,13 +181,22 @@ def _free_ports(n):
     return ports
 
 
-def test_multi_host_api_with_explicit_ranks_and_addresses():
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    from veil.comm.credentials import init_keys
+
+    d = tmp_path_factory.mktemp("keys")
+    init_keys(d)
+    return d
+
+
+def test_multi_host_api_with_explicit_ranks_and_addresses(keys):
     # The same program started three times with its rank (here threads of one process).
     p0, p1 = _free_ports(2)
     addresses = [f"127.0.0.1:{p0}", f"127.0.0.1:{p1}", "127.0.0.1:0"]
     results = _run_three(lambda rank: veil.run(
         _mul_job if rank < 2 else None, transport="tcp", rank=rank, addresses=addresses,
-        session="test", timeout=20))
+        session="test", timeout=20, credentials=keys))
     assert torch.equal(results[0][0], torch.arange(4) * 2.0)
     assert torch.equal(results[1][0], results[0][0])
     assert results[2]["items"] == 1
@@ -203,7 +212,7 @@ def test_private_inputs_reach_only_their_party():
         veil.run(job, inputs={0: 1})
 
 
-def test_command_line_entry_point_runs_dealer_and_parties():
+def test_command_line_entry_point_runs_dealer_and_parties(keys):
     from veil.mpc.runtime import _main
 
     p0, p1 = _free_ports(2)
@@ -211,9 +220,9 @@ def test_command_line_entry_point_runs_dealer_and_parties():
     argvs = {0: ["party", "--rank", "0", "--job", "test_mpc_runtime:_mul_job"],
              1: ["party", "--rank", "1", "--job", "test_mpc_runtime:_mul_job"],
              2: ["dealer"]}
-    results = _run_three(lambda rank: _main(argvs[rank] + ["--addresses", addrs,
-                                                           "--timeout", "20"]))
+    results = _run_three(lambda rank: _main(argvs[rank] + ["--addresses", addrs, "--keys",
+                                                           str(keys), "--timeout", "20"]))
     assert torch.equal(results[0][0], torch.arange(4) * 2.0)
     assert results[2]["items"] == 1
     with pytest.raises(SystemExit):
-        _main(["party", "--addresses", addrs])
+        _main(["party", "--addresses", addrs, "--keys", str(keys)])

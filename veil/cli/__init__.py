@@ -10,6 +10,8 @@ from __future__ import annotations
 import typer
 
 from veil.cli import attack, bench, data, demo, dp, fe, models
+from veil.cli import keys as keys_cli
+from veil.cli import service
 
 app = typer.Typer(
     name="veil",
@@ -29,7 +31,11 @@ app.add_typer(attack.app, name="attack")
 app.add_typer(fe.app, name="fe")
 app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
+app.add_typer(keys_cli.app, name="keys")
 app.command("demo")(demo.demo)
+app.add_typer(service.dealer_app, name="dealer")
+app.command("serve")(service.serve)
+app.command("query")(service.query)
 
 
 def main() -> None:

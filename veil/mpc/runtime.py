@@ -8,11 +8,15 @@ Three ways to run the same job:
 - ``transport="tcp"`` (launcher): this process starts three local processes
   (party 0, party 1, dealer) that talk TCP on loopback, and collects the
   parties' results. The job must be picklable (a module-level function).
-- ``transport="tcp", rank=r, addresses=[a0, a1, a2]``: this process *is*
-  participant ``r`` (2 is the dealer) of a run spread over machines; start the
-  same program on each machine with its rank. Or use the entry point:
-  ``python -m veil.mpc.runtime dealer --addresses h0:p0,h1:p1,h2:p2`` and
-  ``python -m veil.mpc.runtime party --rank 0 --job pkg.mod:job --addresses ...``.
+- ``transport="tcp", rank=r, addresses=[a0, a1, a2], credentials=KEYS``: this
+  process *is* participant ``r`` (2 is the dealer) of a run spread over
+  machines; start the same program on each machine with its rank and its
+  role's credentials (``veil keys init``; every link is mutual TLS 1.3, see
+  docs/security.md). Or use the entry point:
+  ``python -m veil.mpc.runtime dealer --keys DIR --addresses h0:p0,h1:p1,h2:p2`` and
+  ``python -m veil.mpc.runtime party --rank 0 --keys DIR --job pkg.mod:job --addresses ...``.
+  Parties 0 and 1 listen on their addresses; the dealer only connects (its
+  address is unused).
 
 A party that fails closes its connections with the reason, so the others fail
 at once with a clear :class:`PartyFailedError`; a peer that stops answering
@@ -45,6 +49,7 @@ from typing import Any
 import torch
 
 from veil import ring
+from veil.comm.credentials import ROLES, Credentials, CredentialsError, ephemeral
 from veil.comm.errors import PeerDisconnectedError, PeerTimeoutError
 from veil.comm.link import Link
 from veil.comm.local import channel_pair
@@ -173,13 +178,13 @@ def _raise_first(errors: dict[int, BaseException], order: list[int]) -> None:
 # ---------------------------------------------------------------------------------------------
 def _tcp_participant(rank: int, addresses: Sequence[str], job: Job | None, args: tuple,
                      kwargs: dict, options: dict, timeout: float, session: bytes,
-                     listener=None) -> Any:
+                     credentials: Credentials, listener=None) -> Any:
     from veil.comm.tcp import connect_mesh
 
     for module in options.get("modules", ()):
         importlib.import_module(module)
     peer_timeout = options["dealer_timeout"] if rank == DEALER else timeout
-    channels = connect_mesh(rank, addresses, peer_timeout, NAMES, session=session,
+    channels = connect_mesh(rank, addresses, peer_timeout, NAMES, credentials, session=session,
                             listener=listener, connect_timeout=options.get("connect_timeout"))
     links = {r: Link(ch, peer_timeout) for r, ch in channels.items()}
     exc: BaseException | None = None
@@ -197,7 +202,7 @@ def _tcp_participant(rank: int, addresses: Sequence[str], job: Job | None, args:
 
 
 def _child(rank: int, conn, job: Job | None, args: tuple, kwargs: dict, options: dict,
-           timeout: float, session: bytes) -> None:
+           timeout: float, session: bytes, credentials: Credentials) -> None:
     from veil.comm.tcp import listen
 
     try:
@@ -208,7 +213,7 @@ def _child(rank: int, conn, job: Job | None, args: tuple, kwargs: dict, options:
             raise PeerTimeoutError("the launcher never sent the addresses")
         addresses = conn.recv()
         result = _tcp_participant(rank, addresses, job, args, kwargs, options, timeout, session,
-                                  listener)
+                                  credentials, listener)
         # Plain pickle between the launcher and its own children (never between parties):
         # torch's multiprocessing reducer would share tensors by file descriptor, which dies
         # with this process.
@@ -250,6 +255,8 @@ def _run_tcp_launcher(job: Job, args: dict[int, tuple], kwargs: dict, options: d
                       start_method: str | None) -> list:
     ctx = _context(start_method)
     session = os.urandom(16)
+    # A fresh deployment per run: each process gets only its own role's key.
+    creds = ephemeral()
     options = dict(options, modules=registered_modules())
     pipes, procs = [], []
     for rank in (0, 1, 2):
@@ -257,7 +264,7 @@ def _run_tcp_launcher(job: Job, args: dict[int, tuple], kwargs: dict, options: d
         # Each child receives only its own arguments (a party's input never reaches the other).
         p = ctx.Process(target=_child, args=(rank, child, job if rank < DEALER else None,
                                               args.get(rank, ()), kwargs, options, timeout,
-                                              session),
+                                              session, creds[ROLES[rank]]),
                         name=f"veil-{NAMES[rank].replace(' ', '-')}", daemon=True)
         p.start()
         child.close()
@@ -353,7 +360,8 @@ def run(
     frac_bits: int = ring.DEFAULT_FRAC_BITS,
     rank: int | None = None,
     addresses: Sequence[str] | None = None,
-    session: str | bytes = b"veil",
+    credentials: Credentials | str | os.PathLike | None = None,
+    session: str | bytes = b"",
     start_method: str | None = None,
     threads: int | None = None,
     dealer_timeout: float | None = None,
@@ -391,8 +399,15 @@ def run(
     rank, addresses:
         Multi-machine TCP: run only participant ``rank`` (0, 1, or 2 for the
         dealer) with the ``"host:port"`` of all three participants.
+    credentials:
+        Multi-machine TCP (required there): this participant's credentials, or the
+        keys directory holding them (``veil keys init``; see
+        :mod:`veil.comm.credentials` and docs/security.md). Every link is mutual
+        TLS 1.3 and each peer must prove its role. The single-host launcher makes
+        a fresh in-memory deployment per run.
     session:
-        A token shared by the three participants of a multi-machine run.
+        An optional run id (not a secret) shared by the three participants of a
+        multi-machine run, to keep concurrent runs of one deployment apart.
     start_method:
         Multiprocessing start method of the TCP launcher. Default ``"forkserver"``
         (a clean server process started once per session, then fast forks), else
@@ -450,11 +465,18 @@ def run(
         if rank not in (0, 1, 2):
             raise ValueError(f"rank must be 0, 1 or 2 (dealer), got {rank}")
         token = session.encode() if isinstance(session, str) else bytes(session)
+        if credentials is None:
+            raise CredentialsError(
+                "a multi-machine run needs credentials: pass credentials=KEYS_DIR (created "
+                "with `veil keys init KEYS_DIR`, holding ca.pem and this role's "
+                f"{ROLES[rank]}.pem / {ROLES[rank]}.key)")
+        if not isinstance(credentials, Credentials):
+            credentials = Credentials.load(credentials, ROLES[rank])
         try:
             if rank < DEALER and rank not in per_rank:
                 raise ValueError(f"inputs has no entry for rank {rank}")
             return _tcp_participant(rank, list(addresses), job, per_rank.get(rank, ()), kwargs,
-                                    options, timeout, token)
+                                    options, timeout, token, credentials)
         except Exception as exc:
             raise PartyFailedError(rank, f"{type(exc).__name__}: {exc}") from exc
     if transport == "local":
@@ -482,7 +504,10 @@ def _main(argv: Sequence[str] | None = None) -> Any:
                         help="host:port of party 0, party 1 and the dealer, comma-separated")
     parser.add_argument("--rank", type=int, choices=[0, 1], help="rank of a computing party")
     parser.add_argument("--job", help="the SPMD job of a party, as package.module:function")
-    parser.add_argument("--session", default="veil")
+    parser.add_argument("--keys", required=True,
+                        help="keys directory (veil keys init) with ca.pem and this role's "
+                             "certificate and key")
+    parser.add_argument("--session", default="", help="optional run id (not a secret)")
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--import", dest="modules", action="append", default=[],
                         help="module registering extra material kinds (repeatable)")
@@ -492,12 +517,12 @@ def _main(argv: Sequence[str] | None = None) -> Any:
     addresses = ns.addresses.split(",")
     if ns.role == "dealer":
         result = run(None, "tcp", rank=DEALER, addresses=addresses, session=ns.session,
-                     timeout=ns.timeout)
+                     timeout=ns.timeout, credentials=ns.keys)
     else:
         if ns.rank is None or ns.job is None:
             parser.error("a party needs --rank and --job")
         result = run(_load_job(ns.job), "tcp", rank=ns.rank, addresses=addresses,
-                     session=ns.session, timeout=ns.timeout)
+                     session=ns.session, timeout=ns.timeout, credentials=ns.keys)
     print(result)
     return result
 
