@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from veil.fss.dcf import dcf_eval
 from veil.sharing import truncation as _material
 from veil.sharing.errors import MaterialError
 
@@ -110,6 +109,8 @@ def _field(mat: dict, name: str, count: int) -> np.ndarray:
 
 
 def _finish(rank: int, mat: dict, x_hat: np.ndarray, shift: int) -> np.ndarray:
+    from veil.fss.dcf import dcf_eval  # compiled kernels: loaded on first use
+
     if int(mat["shape"][1]) != shift:
         raise MaterialError(f"trunc material is for shift {int(mat['shape'][1])}, not {shift}")
     kw, kc = _material.take_keys(mat, rank)

@@ -65,3 +65,24 @@ def exact_gemm(fn, x: torch.Tensor, w: torch.Tensor, *args) -> torch.Tensor:
     if bound >= _EXACT:
         raise OverflowError("fixed-point product exceeds 2^53 in the twin; use fewer frac_bits")
     return torch.round(fn(x.double(), w.double(), None, *args)).to(torch.int64)
+
+
+def window_index(in_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int]) -> torch.Tensor:
+    """Flat positions in the padded ``(H + 2ph) x (W + 2pw)`` plane of every window element,
+    ``(oh * ow * kh * kw,)`` in the ``unfold`` order of pooling."""
+    hp, wp = in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1]
+    pos = torch.arange(hp * wp).reshape(1, 1, hp, wp)
+    return pos.unfold(2, kernel[0], stride[0]).unfold(3, kernel[1], stride[1]).reshape(-1)
+
+
+def fold_windows(values: torch.Tensor, in_hw: tuple[int, int], kernel: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+    """The adjoint of taking windows: add each ``(N, C, oh, ow, kh*kw)`` window element back
+    at its input position; ``(N, C, H, W)`` (padding dropped). Works on int64 shares."""
+    n, c = values.shape[:2]
+    hp, wp = in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1]
+    idx = window_index(in_hw, kernel, stride, padding).to(values.device)
+    out = values.new_zeros((n, c, hp * wp)).index_add_(2, idx, values.reshape(n, c, -1))
+    out = out.reshape(n, c, hp, wp)
+    return out[:, :, padding[0]:padding[0] + in_hw[0], padding[1]:padding[1] + in_hw[1]]

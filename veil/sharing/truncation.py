@@ -27,13 +27,19 @@ True
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from veil.csprng import CSPRNG
-from veil.fss.dcf import dcf_gen
-from veil.fss.key import TreeKey, key_bits
 from veil.sharing.errors import MaterialError
 from veil.sharing.material import register_material
+
+if TYPE_CHECKING:
+    from veil.fss.key import TreeKey
+
+# veil.fss is imported where keys are made or read: it loads compiled kernels (~2 s), which
+# ``import veil.nn`` should not pay.
 
 RING_BITS = 64
 #: The largest magnitude the truncated values may have: ``|x| < 2^62`` (every encodable value).
@@ -58,6 +64,8 @@ def check_shift(shift: int) -> int:
 
 def trunc_key_bytes(shift: int) -> int:
     """Bytes of one element's ``trunc`` material held by one party."""
+    from veil.fss.key import key_bits
+
     bits = key_bits("dcf", RING_BITS, shift) + key_bits("dcf", shift, RING_BITS)
     return (bits + 7) // 8 + 2 * 8
 
@@ -65,6 +73,8 @@ def trunc_key_bytes(shift: int) -> int:
 @register_material("trunc")
 def generate_trunc(rng: CSPRNG, *, count: int, shift: int) -> tuple[dict, dict]:
     """Both parties' halves of ``count`` exact truncations by ``shift`` bits."""
+    from veil.fss.dcf import dcf_gen
+
     count, shift = int(count), check_shift(shift)
     if count < 0:
         raise ValueError("count must be non-negative")
@@ -87,6 +97,8 @@ def generate_trunc(rng: CSPRNG, *, count: int, shift: int) -> tuple[dict, dict]:
 
 def take_keys(material: dict, party: int) -> tuple[TreeKey, TreeKey]:
     """Pop the wrap and borrow keys out of ``material`` (single use)."""
+    from veil.fss.key import TreeKey
+
     if int(material.get("party", -1)) != party:
         raise MaterialError(f"trunc material belongs to party {material.get('party')}, "
                             f"not {party}")

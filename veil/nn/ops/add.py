@@ -15,6 +15,7 @@ class Add(Op):
     name = "add"
     functions = (operator.add, operator.iadd, torch.add)
     methods = ("add",)
+    trainable = True
 
     def lower(self, low):
         ts = low.tensor_args()
@@ -37,3 +38,9 @@ class Add(Op):
 
     def forward(self, party, layer, params, args):
         return args[0] + args[1]
+
+    def backward(self, party, layer, params, saved, grad, needs):
+        return [grad if n else None for n in needs], {}
+
+    def twin_backward(self, layer, params, saved, grad, needs, frac_bits):
+        return [grad if n else None for n in needs], {}

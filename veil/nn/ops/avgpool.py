@@ -1,12 +1,18 @@
 """``avgpool2d``: AvgPool2d and AdaptiveAvgPool2d (output dividing the input); local:
-window sums times the public ``round(2^f / window)``."""
+window sums times the public ``round(2^f / window)``.
+
+Training truncates exactly (one round); the backward multiplies ``dy`` by the same
+constant (one exact truncation) and adds it back to every position of its window.
+"""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import nn
 
-from veil.nn.fixedpoint import window_constant, window_sum
+from veil.mpc.truncation import plan as trunc_plan
+from veil.mpc.truncation import truncate
+from veil.nn.fixedpoint import fold_windows, window_constant, window_sum
 from veil.nn.lowering import pair
 from veil.nn.ops.base import Op, register
 
@@ -16,6 +22,7 @@ class AvgPool2d(Op):
     name = "avgpool2d"
     modules = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
     functions = (F.avg_pool2d, F.adaptive_avg_pool2d)
+    trainable = True
 
     def lower(self, low):
         adaptive = isinstance(low.module, nn.AdaptiveAvgPool2d) or (
@@ -63,3 +70,43 @@ class AvgPool2d(Op):
     def forward(self, party, layer, params, args):
         p = layer.params
         return args[0].avg_pool2d(p["kernel_size"], stride=p["stride"], padding=p["padding"])
+
+    # -- training ------------------------------------------------------------------------
+    def train_forward(self, party, layer, params, args):
+        p = layer.params
+        x = args[0]
+        c = window_constant(p["kernel_size"], x.frac_bits)
+        s = window_sum(x.share, p["kernel_size"], p["stride"], p["padding"])
+        return x._wrap(truncate(party, s * c, x.frac_bits)), tuple(x.shape)
+
+    def train_plan(self, layer, in_shapes, batch, frac_bits):
+        return trunc_plan(batch * _count(layer.out_shape), frac_bits)
+
+    def backward(self, party, layer, params, in_shape, grad, needs):
+        c = window_constant(layer.params["kernel_size"], grad.frac_bits)
+        g = truncate(party, grad.share * c, grad.frac_bits)
+        return [grad._wrap(self._spread(g, in_shape, layer))], {}
+
+    def backward_plan(self, layer, in_shapes, batch, needs, frac_bits):
+        return trunc_plan(batch * _count(layer.out_shape), frac_bits)
+
+    def twin_train_forward(self, layer, params, args, frac_bits):
+        return self.twin(layer, args, frac_bits), tuple(args[0].shape)
+
+    def twin_backward(self, layer, params, in_shape, grad, needs, frac_bits):
+        g = (grad * window_constant(layer.params["kernel_size"], frac_bits)) >> frac_bits
+        return [self._spread(g, in_shape, layer)], {}
+
+    @staticmethod
+    def _spread(g, in_shape, layer):
+        p = layer.params
+        k = p["kernel_size"][0] * p["kernel_size"][1]
+        values = g.unsqueeze(-1).expand(*g.shape, k)
+        return fold_windows(values, in_shape[2:], p["kernel_size"], p["stride"], p["padding"])
+
+
+def _count(shape) -> int:
+    out = 1
+    for s in shape:
+        out *= int(s)
+    return out

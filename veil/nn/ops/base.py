@@ -102,6 +102,45 @@ class Op:
         """
         return []
 
+    # -- training ------------------------------------------------------------------------
+    #: Whether private training can run through this op (it has a backward).
+    trainable: ClassVar[bool] = False
+
+    def train_forward(self, party: Party, layer: Layer, params: dict[str, Any],
+                      args: list[SecretTensor]) -> tuple[SecretTensor, Any]:
+        """Forward for training, every truncation exact; returns ``(output, saved)`` where
+        ``saved`` is what :meth:`backward` needs (shares only)."""
+        return self.forward(party, layer, params, args), None
+
+    def train_plan(self, layer: Layer, in_shapes: list[tuple[int, ...]], batch: int,
+                   frac_bits: int) -> list[Request]:
+        """The dealer requests of :meth:`train_forward`."""
+        return self.plan(layer, in_shapes, batch)
+
+    def backward(self, party: Party, layer: Layer, params: dict[str, Any], saved: Any,
+                 grad: SecretTensor, needs: list[bool]
+                 ) -> tuple[list[SecretTensor | None], dict[str, SecretTensor]]:
+        """Shares of the gradients of the inputs (``None`` where ``needs`` is false) and of
+        the parameters, from the output's gradient ``grad``."""
+        raise NotImplementedError(f"op {self.name!r} has no backward")
+
+    def backward_plan(self, layer: Layer, in_shapes: list[tuple[int, ...]], batch: int,
+                      needs: list[bool], frac_bits: int) -> list[Request]:
+        """The dealer requests of :meth:`backward`."""
+        return []
+
+    def twin_train_forward(self, layer: Layer, params: dict[str, torch.Tensor],
+                           args: list[torch.Tensor], frac_bits: int
+                           ) -> tuple[torch.Tensor, Any]:
+        """:meth:`train_forward` on plaintext int64 (``params`` in the shared layout)."""
+        return self.twin(layer, args, frac_bits), None
+
+    def twin_backward(self, layer: Layer, params: dict[str, torch.Tensor], saved: Any,
+                      grad: torch.Tensor, needs: list[bool], frac_bits: int
+                      ) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
+        """:meth:`backward` on plaintext int64: bit-exactly what the parties compute."""
+        raise NotImplementedError(f"op {self.name!r} has no backward")
+
 
 _OPS: dict[str, Op] = {}
 _MODULES: list[tuple[type, Op]] = []

@@ -1,10 +1,15 @@
-"""``linear``: ``nn.Linear``; one matrix Beaver triple per batch (x @ W^T + b)."""
+"""``linear``: ``nn.Linear``; one matrix Beaver triple per batch (x @ W^T + b).
+
+Backward: ``dx = dy @ W`` and ``dW = x^T @ dy`` (matrix triples, exact truncation),
+``db = sum(dy)`` (local). The weight is shared as ``W^T`` (``in x out``).
+"""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import nn
 
+from veil.mpc import exact
 from veil.nn.fixedpoint import encode, exact_gemm
 from veil.nn.ops.base import Op, register
 from veil.nn.ops.common import bilinear_plan
@@ -16,6 +21,7 @@ class Linear(Op):
     modules = (nn.Linear,)
     parameters = ("weight", "bias")
     bilinear = True
+    trainable = True
 
     def lower(self, low):
         mod = low.module
@@ -44,4 +50,40 @@ class Linear(Op):
         return bilinear_plan(self, layer, "matmul", in_shapes[0], batch, session)
 
 
-__all__ = ["Linear"]
+    # -- training ------------------------------------------------------------------------
+    def train_forward(self, party, layer, params, args):
+        x = args[0]
+        y = exact.product(x, params["weight"], "matmul")
+        b = params.get("bias")
+        return (y + b if b is not None else y), x
+
+    def train_plan(self, layer, in_shapes, batch, frac_bits):
+        w = tuple(self.param_view(layer, "weight", layer.weight).shape)
+        return exact.product_plan("matmul", (batch, *in_shapes[0]), w, frac_bits)
+
+    def backward(self, party, layer, params, x, grad, needs):
+        gx = exact.product(grad, params["weight"].t(), "matmul") if needs[0] else None
+        grads = {"weight": exact.product(x.t(), grad, "matmul")}
+        if "bias" in params:
+            grads["bias"] = grad.sum(0)
+        return [gx], grads
+
+    def backward_plan(self, layer, in_shapes, batch, needs, frac_bits):
+        n_in, n_out = self.param_view(layer, "weight", layer.weight).shape
+        out = []
+        if needs[0]:
+            out += exact.product_plan("matmul", (batch, n_out), (n_out, n_in), frac_bits)
+        return out + exact.product_plan("matmul", (n_in, batch), (batch, n_out), frac_bits)
+
+    def twin_train_forward(self, layer, params, args, frac_bits):
+        x = args[0]
+        y = exact.twin_product(x, params["weight"], frac_bits, "matmul")
+        return (y + params["bias"] if "bias" in params else y), x
+
+    def twin_backward(self, layer, params, x, grad, needs, frac_bits):
+        gx = exact.twin_product(grad, params["weight"].t(), frac_bits, "matmul") \
+            if needs[0] else None
+        grads = {"weight": exact.twin_product(x.t(), grad, frac_bits, "matmul")}
+        if "bias" in params:
+            grads["bias"] = grad.sum(0)
+        return [gx], grads

@@ -1,5 +1,11 @@
 """``maxpool2d``: max pooling as comparison trees (``k - 1`` sign gates per window,
-``ceil(log2 k)`` rounds for a ``k``-element window)."""
+``ceil(log2 k)`` rounds for a ``k``-element window).
+
+Training keeps the tournament's one-hot of each window's winner (the first maximal
+element, an integer sharing computed in the same rounds), and the backward routes
+``dy`` through it: one Beaver product, no comparison and no truncation, then the
+windows are added back at their input positions (local).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from veil.mpc import exact
+from veil.nn.fixedpoint import fold_windows
 from veil.nn.lowering import pair
 from veil.nn.ops.base import Op, register
 from veil.nn.ops.common import gate_plan
+
+# Below every encodable value; differences with encodable values do not wrap the ring.
+_PAD_VALUE = -(2**62)
 
 
 @register
@@ -17,6 +28,7 @@ class MaxPool2d(Op):
     name = "maxpool2d"
     modules = (nn.MaxPool2d,)
     functions = (F.max_pool2d, torch.max_pool2d)
+    trainable = True
 
     def lower(self, low):
         if low.module is not None:
@@ -59,3 +71,60 @@ class MaxPool2d(Op):
         p = layer.params
         return gate_plan("max_pool2d", (batch, *in_shapes[0]), kernel_size=p["kernel_size"],
                          stride=p["stride"], padding=p["padding"])
+
+    # -- training ------------------------------------------------------------------------
+    def train_forward(self, party, layer, params, args):
+        from veil.mpc.nonlinear import _tournament  # the winner's one-hot at scale 1
+
+        x = args[0]
+        win = _windows(x.share, layer.params, _PAD_VALUE if party.rank == 0 else 0)
+        best, sel = _tournament(x, win.reshape(-1, win.shape[-1]), True, "exact")
+        return x._wrap(best.reshape(win.shape[:-1])), (x._wrap(sel, 0), tuple(x.shape))
+
+    def train_plan(self, layer, in_shapes, batch, frac_bits):
+        p = layer.params
+        return gate_plan("max_pool2d", (batch, *in_shapes[0]), kernel_size=p["kernel_size"],
+                         stride=p["stride"], padding=p["padding"], return_onehot=True)
+
+    def backward(self, party, layer, params, saved, grad, needs):
+        sel, in_shape = saved
+        routed = exact.product(grad.reshape(-1, 1), sel)
+        return [routed._wrap(self._fold(routed.share, grad.shape, in_shape, layer))], {}
+
+    def backward_plan(self, layer, in_shapes, batch, needs, frac_bits):
+        rows = batch * _prod(layer.out_shape)
+        k = layer.params["kernel_size"][0] * layer.params["kernel_size"][1]
+        return exact.product_plan("beaver", (rows, 1), (rows, k), 0)
+
+    def twin_train_forward(self, layer, params, args, frac_bits):
+        x = args[0]
+        win = _windows(x, layer.params, _PAD_VALUE)
+        flat = win.reshape(-1, win.shape[-1])
+        sel = F.one_hot(flat.argmax(-1), flat.shape[-1]).to(torch.int64)
+        return flat.max(-1).values.reshape(win.shape[:-1]), (sel, tuple(x.shape))
+
+    def twin_backward(self, layer, params, saved, grad, needs, frac_bits):
+        sel, in_shape = saved
+        return [self._fold(grad.reshape(-1, 1) * sel, grad.shape, in_shape, layer)], {}
+
+    @staticmethod
+    def _fold(routed, out_shape, in_shape, layer):
+        p = layer.params
+        values = routed.reshape(*out_shape, -1)
+        return fold_windows(values, in_shape[2:], p["kernel_size"], p["stride"], p["padding"])
+
+
+def _prod(shape) -> int:
+    out = 1
+    for s in shape:
+        out *= int(s)
+    return out
+
+
+def _windows(x: torch.Tensor, p: dict, pad_value: int) -> torch.Tensor:
+    """``(N, C, oh, ow, kh*kw)`` windows of ``x`` padded with ``pad_value``."""
+    (kh, kw), (sh, sw), (ph, pw) = p["kernel_size"], p["stride"], p["padding"]
+    if ph or pw:
+        x = F.pad(x, (pw, pw, ph, ph), value=pad_value)
+    win = x.unfold(2, kh, sh).unfold(3, kw, sw)
+    return win.reshape(*win.shape[:4], kh * kw)

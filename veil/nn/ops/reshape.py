@@ -22,6 +22,7 @@ class Reshape(Op):
     modules = (nn.Flatten,)
     functions = (torch.flatten, torch.reshape)
     methods = ("reshape", "view", "flatten")
+    trainable = True
 
     def lower(self, low):
         if low.module is not None:
@@ -46,3 +47,15 @@ class Reshape(Op):
 
     def forward(self, party, layer, params, args):
         return args[0].reshape(args[0].shape[0], *layer.out_shape)
+
+    def train_forward(self, party, layer, params, args):
+        return self.forward(party, layer, params, args), tuple(args[0].shape)
+
+    def backward(self, party, layer, params, in_shape, grad, needs):
+        return [grad.reshape(*in_shape)], {}
+
+    def twin_train_forward(self, layer, params, args, frac_bits):
+        return self.twin(layer, args, frac_bits), tuple(args[0].shape)
+
+    def twin_backward(self, layer, params, in_shape, grad, needs, frac_bits):
+        return [grad.reshape(*in_shape)], {}
