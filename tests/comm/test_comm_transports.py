@@ -151,3 +151,46 @@ def test_parse_address():
     assert parse_address(("h", 1)) == ("h", 1)
     with pytest.raises(ValueError):
         parse_address("nohostport")
+
+
+def test_tcp_frame_length_is_capped_and_never_preallocated():
+    import struct
+    import tracemalloc
+
+    from veil.comm.errors import CommError
+
+    mesh = _tcp_mesh()
+    a, b = mesh[0][1], mesh[1][0]
+    # an announced 2 GiB frame whose data never comes: memory grows only with what arrives
+    b._stream.sendall(struct.pack("<Q", 2**31) + b"x" * 1000)
+    b.close()
+    tracemalloc.start()
+    with pytest.raises(PeerDisconnectedError):
+        a.recv_frame(5)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20
+    # above the configured cap: refused on receipt, and on sending
+    c, d = mesh[0][2], mesh[2][0]
+    c.max_frame_bytes = 1024
+    d._stream.sendall(struct.pack("<Q", 4096))
+    with pytest.raises(CommError, match="above the limit of 1024"):
+        c.recv_frame(5)
+    from veil.comm import wire
+
+    e = mesh[1][2]
+    e.max_frame_bytes = 1024
+    with pytest.raises(CommError, match="exceeds the frame limit"):
+        e.send_frame(wire.encode(torch.zeros(1000)))
+    for peers in mesh.values():
+        for ch in peers.values():
+            ch.close()
+
+
+def test_listen_failure_names_the_address():
+    from veil.comm.errors import CommError
+
+    with listen(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(CommError, match=f"cannot listen on 127.0.0.1:{port}"):
+            listen(("127.0.0.1", port))

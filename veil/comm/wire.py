@@ -12,6 +12,12 @@ dtype, shape]`` nodes pointing at buffers. Only plain numeric dtypes from a
 whitelist are accepted and every buffer's length is checked against its shape.
 Buffers are 8-byte aligned so that tensors are decoded without a copy.
 
+Decoding is bounded: the header is at most :data:`MAX_HEADER_BYTES`, the tree
+at most :data:`MAX_DEPTH` deep, a tensor at most :data:`MAX_DIMS` dimensions,
+every buffer index is used exactly once (two tensors never share memory), and
+anything malformed raises :class:`~veil.comm.errors.WireFormatError` (never
+another exception, never a partial result).
+
 Example
 -------
 >>> import torch
@@ -34,6 +40,14 @@ import torch
 from veil.comm.errors import WireFormatError
 
 MAGIC = b"VEIL1\0\0\0"
+#: Largest JSON header accepted (a prefetch of thousands of material items is ~1 MB).
+MAX_HEADER_BYTES = 64 << 20
+#: Deepest nesting of dicts/lists/tuples in a message.
+MAX_DEPTH = 32
+#: Most dimensions of one tensor or array.
+MAX_DIMS = 32
+#: Largest size of one dimension.
+_MAX_DIM_SIZE = 1 << 48
 _PAD = 8
 _LEN = struct.Struct("<Q")
 
@@ -96,7 +110,9 @@ def encode(obj: Any) -> Encoded:
     """Encode a message tree (see the module docstring) without copying tensor data."""
     buffers: list[memoryview] = []
 
-    def walk(o: Any) -> Any:
+    def walk(o: Any, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise WireFormatError(f"message nested deeper than {MAX_DEPTH} levels")
         if isinstance(o, torch.Tensor):
             name = _TORCH_NAMES.get(o.dtype)
             if name is None:
@@ -118,11 +134,11 @@ def encode(obj: Any) -> Encoded:
         if isinstance(o, dict):
             if not all(isinstance(k, str) for k in o):
                 raise WireFormatError("message dict keys must be strings")
-            return ["d", {k: walk(v) for k, v in o.items()}]
+            return ["d", {k: walk(v, depth + 1) for k, v in o.items()}]
         if isinstance(o, list):
-            return ["l", [walk(v) for v in o]]
+            return ["l", [walk(v, depth + 1) for v in o]]
         if isinstance(o, tuple):
-            return ["u", [walk(v) for v in o]]
+            return ["u", [walk(v, depth + 1) for v in o]]
         if o is None or isinstance(o, bool | int | float | str):
             if isinstance(o, int) and not isinstance(o, bool) and not -(2**63) <= o < 2**64:
                 raise WireFormatError("integer too large for the wire")
@@ -153,42 +169,62 @@ def from_bytes(frame: bytearray | bytes) -> Any:
     """
     if isinstance(frame, bytes):
         frame = bytearray(frame)
+    try:
+        return _decode(frame)
+    except WireFormatError:
+        raise
+    except (ValueError, TypeError, RuntimeError, OverflowError, RecursionError,
+            MemoryError, KeyError, IndexError) as exc:
+        # Belt and braces: the checks below should leave nothing for torch/numpy to reject.
+        raise WireFormatError(f"malformed message ({type(exc).__name__})") from None
+
+
+def _decode(frame: bytearray) -> Any:
     view = memoryview(frame)
     head = len(MAGIC) + _LEN.size
     if len(frame) < head or bytes(view[: len(MAGIC)]) != MAGIC:
         raise WireFormatError("not a Veil message (bad magic)")
     (hlen,) = _LEN.unpack_from(frame, len(MAGIC))
+    if hlen > MAX_HEADER_BYTES:
+        raise WireFormatError(f"message header of {hlen} bytes exceeds {MAX_HEADER_BYTES}")
     if head + hlen > len(frame):
         raise WireFormatError("truncated message header")
     try:
         tree = json.loads(bytes(view[head : head + hlen]).decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireFormatError(f"corrupt message header: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and integers beyond Python's digit limit
+        raise WireFormatError(f"corrupt message header: {type(exc).__name__}") from None
     pos = head + hlen + _pad(hlen)
     # Buffer offsets follow from the header: walk it once to find the sizes in order.
     sizes: dict[int, int] = {}
 
-    def scan(node: Any) -> None:
+    def claim(idx: int, size: int) -> None:
+        if idx in sizes:
+            raise WireFormatError(f"buffer {idx} is referenced twice")
+        sizes[idx] = size
+
+    def scan(node: Any, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise WireFormatError(f"message nested deeper than {MAX_DEPTH} levels")
         tag, body = _node(node)
         if tag in ("t", "a"):
             _, idx, name, shape = node
-            if name not in _DTYPES or not isinstance(shape, list) or not all(
-                isinstance(s, int) and s >= 0 for s in shape
-            ):
+            if name not in _DTYPES or not isinstance(shape, list) or len(shape) > MAX_DIMS \
+                    or not all(_is_int(s) and 0 <= s < _MAX_DIM_SIZE for s in shape):
                 raise WireFormatError(f"bad tensor descriptor {node!r:.80}")
-            sizes[idx] = math.prod(shape) * _DTYPES[name][1].itemsize
+            claim(idx, math.prod(shape) * _DTYPES[name][1].itemsize)
         elif tag == "b":
-            if not isinstance(node[2], int) or node[2] < 0:
+            if not _is_int(node[2]) or node[2] < 0:
                 raise WireFormatError("bad bytes descriptor")
-            sizes[body] = node[2]
+            claim(body, node[2])
         elif tag == "d":
             for v in body.values():
-                scan(v)
+                scan(v, depth + 1)
         elif tag in ("l", "u"):
             for v in body:
-                scan(v)
+                scan(v, depth + 1)
 
-    scan(tree)
+    scan(tree, 0)
     nbuf = len(sizes)
     if sorted(sizes) != list(range(nbuf)):
         raise WireFormatError("message buffers are not numbered 0..n-1")
@@ -196,6 +232,9 @@ def from_bytes(frame: bytearray | bytes) -> Any:
     for i in range(nbuf):
         offsets.append((pos, sizes[i]))
         pos += sizes[i] + _pad(sizes[i])
+        if pos > len(frame):
+            raise WireFormatError(f"message length mismatch: buffers exceed the {len(frame)} "
+                                  "bytes received")
     if pos != len(frame):
         raise WireFormatError(f"message length mismatch: expected {pos} bytes, got {len(frame)}")
 
@@ -226,23 +265,32 @@ def from_bytes(frame: bytearray | bytes) -> Any:
     return build(tree)
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+_SCALARS = (type(None), bool, int, float, str)
+
+
 def _node(node: Any) -> tuple[str, Any]:
     if not isinstance(node, list) or not node or not isinstance(node[0], str):
         raise WireFormatError(f"malformed message node {node!r:.80}")
     tag = node[0]
     if tag in ("t", "a"):
-        if len(node) != 4 or not isinstance(node[1], int):
+        if len(node) != 4 or not _is_int(node[1]):
             raise WireFormatError(f"malformed tensor node {node!r:.80}")
         return tag, None
+    if tag not in ("v", "d", "l", "u", "b"):
+        raise WireFormatError(f"unknown message node tag {tag!r:.20}")
     if len(node) != (3 if tag == "b" else 2):
         raise WireFormatError(f"malformed message node {node!r:.80}")
     body = node[1]
+    if tag == "v" and not isinstance(body, _SCALARS):
+        raise WireFormatError("malformed value node")
     if tag == "d" and not isinstance(body, dict):
         raise WireFormatError("malformed dict node")
     if tag in ("l", "u") and not isinstance(body, list):
         raise WireFormatError("malformed list node")
-    if tag == "b" and not isinstance(body, int):
+    if tag == "b" and not _is_int(body):
         raise WireFormatError("malformed bytes node")
-    if tag not in ("v", "d", "l", "u", "b"):
-        raise WireFormatError(f"unknown message node tag {tag!r}")
     return tag, body
