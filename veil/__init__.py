@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "run": "veil.mpc.runtime",
     "secure_inference": "veil.nn.inference",
+    "secure_train": "veil.nn.training",
 }
 
 

@@ -34,6 +34,8 @@ class Layer:
     weight, bias: float parameters of ``linear``/``conv2d``/``affine`` (model owner's).
     params: static hyper-parameters (stride, padding, kernel size, ...).
     source: the model source line that produced it.
+    target: the module path of a layer lowered from a module call (``""`` otherwise): where
+        trained parameters go back.
     """
 
     name: str
@@ -44,3 +46,4 @@ class Layer:
     bias: torch.Tensor | None = None
     params: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    target: str = ""

@@ -79,8 +79,9 @@ class Lowering:
 
     def layer(self, op: str, inputs: tuple[str, ...], **kw: Any) -> Layer:
         """A layer named like the node, with its output shape and source line."""
+        target = str(self.node.target) if self.node.op == "call_module" else ""
         return Layer(self.node.name, op, inputs, self.out_shape, source=source_of(self.node),
-                     **kw)
+                     target=target, **kw)
 
     def refuse(self, what: str, why: str = "is not supported") -> UnsupportedModelError:
         return refuse(self.node, what, why)

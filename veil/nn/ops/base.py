@@ -88,6 +88,10 @@ class Op:
         """The layout a parameter is shared in (so the online phase does no re-layout)."""
         return t
 
+    def param_unview(self, layer: Layer, kind: str, t: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`param_view`: the parameter in its module's layout."""
+        return t.reshape(getattr(layer, kind).shape)
+
     def forward(self, party: Party, layer: Layer, params: dict[str, Any],
                 args: list[SecretTensor]) -> SecretTensor:
         """This party's shares of the output (``params``: shared ``weight``/``bias``)."""

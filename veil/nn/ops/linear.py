@@ -41,6 +41,9 @@ class Linear(Op):
     def param_view(self, layer, kind, t):
         return t.t().contiguous() if kind == "weight" else t  # x @ W^T as one matmul triple
 
+    def param_unview(self, layer, kind, t):
+        return t.t().contiguous() if kind == "weight" else t
+
     def forward(self, party, layer, params, args):
         y = args[0] @ params["weight"]
         b = params.get("bias")
