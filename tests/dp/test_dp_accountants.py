@@ -150,3 +150,17 @@ def test_noiseless_steps_mean_infinite_epsilon(name):
     acc.step(noise_multiplier=1.0, sample_rate=0.1, steps=10)
     acc.step(noise_multiplier=0.0, sample_rate=0.1)  # clipping-only training step
     assert acc.get_epsilon(1e-5) == math.inf
+
+
+@pytest.mark.parametrize("sigma,ref_eps", [(0.5, 4.467), (0.8, 0.3244)])
+def test_pld_small_delta_many_steps_stays_tight_and_finite(sigma, ref_eps):
+    # 1e5 steps at δ = 1e-8: the FFT floor used to send ~1e-12 per composition to +∞,
+    # doubled by each squaring (ε = ∞ at σ = 0.5, 0.438 instead of 0.324 at σ = 0.8).
+    ref = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-4)
+    ref.compose(_event(sigma, 1e-4, 100000))
+    want = ref.get_epsilon(1e-8)
+    assert want == pytest.approx(ref_eps, rel=1e-3)
+    ours = PLDAccountant()
+    ours.step(noise_multiplier=sigma, sample_rate=1e-4, steps=100000)
+    eps = ours.get_epsilon(1e-8)
+    assert want * (1 - 1e-4) <= eps <= want * 1.002  # never below dp-accounting's, tight

@@ -47,3 +47,17 @@ def test_train_on_digits(method):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["epsilon"] <= 4.0 + 1e-9 and out["test_accuracy"] > 0.3
+
+
+def test_epsilon_json_is_strict_json_even_when_infinite():
+    r = runner.invoke(app, ["dp", "epsilon", "--sigma", "0.5", "--sample-rate", "1e-4",
+                            "--steps", "100000", "--delta", "1e-8", "--accountant", "pld",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["epsilon"] == pytest.approx(4.467, rel=2e-3)
+    r = runner.invoke(app, ["dp", "epsilon", "--sigma", "0.01", "--sample-rate", "1.0",
+                            "--steps", "10", "--delta", "1e-10", "--accountant", "pld",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    assert "Infinity" not in r.stdout and "NaN" not in r.stdout
+    json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON token {c}"))

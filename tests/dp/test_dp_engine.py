@@ -184,3 +184,83 @@ def test_lr_schedulers_accept_the_dp_optimizer():
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
     assert opt.original_optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def _loop_clipped_sum(model, xs, ys, clip):
+    """Σ over every example (of all batches) of its own clipped gradient, by a loop."""
+    total = [torch.zeros_like(p) for p in model.parameters()]
+    for x, y in zip(xs, ys, strict=True):
+        for i in range(len(x)):
+            model.zero_grad()
+            nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+            g = [p.grad.clone() for p in model.parameters()]
+            norm = math.sqrt(sum(float(t.pow(2).sum()) for t in g))
+            for t, gi in zip(total, g, strict=True):
+                t += gi * min(1.0, clip / (norm + 1e-6))
+    model.zero_grad(set_to_none=True)
+    return total
+
+
+def test_gradient_accumulation_clips_every_example_on_its_own():
+    # Two forward/backward passes before step(): example i of the first batch must not
+    # be added to example i of the second before clipping (one clipped unit = one person).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2))
+    data = _data(40)
+    xs, ys = [data[:8][0], data[8:16][0]], [data[:8][1], data[8:16][1]]
+    ref = _loop_clipped_sum(model, xs, ys, clip=0.05)
+    before = [p.detach().clone() for p in model.parameters()]
+    engine = PrivacyEngine()
+    dp_model, opt, _ = engine.make_private(
+        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
+        data_loader=DataLoader(data, batch_size=8), noise_multiplier=0.0, max_grad_norm=0.05)
+    opt.zero_grad()
+    for x, y in zip(xs, ys, strict=True):
+        nn.functional.cross_entropy(dp_model(x), y).backward()
+    per = dp_model.per_sample_gradients()
+    assert per["0.weight"].shape[0] == 16  # concatenated along the batch, as in Opacus
+    opt.step()
+    for p, b, r in zip(model.parameters(), before, ref, strict=True):
+        torch.testing.assert_close(b - p.detach(), r / 8, atol=1e-6, rtol=1e-5)
+    assert opt.last_stats["batch"] == 16
+
+
+def test_eval_mode_training_is_refused_before_any_budget_is_spent():
+    model = nn.Sequential(nn.Linear(5, 4), nn.Dropout(0.5), nn.Linear(4, 2))
+    engine = PrivacyEngine()
+    dp_model, opt, loader = engine.make_private(
+        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        data_loader=DataLoader(_data(), batch_size=20), noise_multiplier=1.0,
+        max_grad_norm=1.0)
+    dp_model.eval()
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = _data()[:20]
+    opt.zero_grad()
+    nn.functional.cross_entropy(dp_model(x), y).backward()
+    with pytest.raises(RuntimeError, match="eval"):
+        opt.step()
+    assert engine.accountant.steps == 0
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    dp_model.train()  # and back in train mode it works
+    opt.zero_grad()
+    nn.functional.cross_entropy(dp_model(x), y).backward()
+    opt.step()
+    assert engine.accountant.steps == 1
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(noise_multiplier=float("nan")), dict(noise_multiplier=float("inf")),
+    dict(noise_multiplier=-1.0), dict(max_grad_norm=float("inf")),
+    dict(max_grad_norm=float("nan")), dict(batch_size=201), dict(batch_size=0)])
+def test_make_private_validates_up_front(kwargs):
+    model = nn.Linear(5, 2)
+    args = dict(noise_multiplier=1.0, max_grad_norm=1.0, batch_size=20) | kwargs
+    bs = args.pop("batch_size")
+    engine = PrivacyEngine()
+    with pytest.raises(ValueError):
+        loader = DataLoader(_data(), batch_size=bs) if bs > 0 else DataLoader(_data())
+        if bs == 0:
+            loader.batch_size = 0
+        engine.make_private(module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                            data_loader=loader, **args)
+    assert engine.accountant.steps == 0

@@ -28,6 +28,28 @@ class Shared(nn.Module):  # the same Linear used twice in one forward
         return self.head(torch.tanh(self.lin(torch.tanh(self.lin(x)))))
 
 
+class Tied(nn.Module):  # one weight in two modules (embedding and output layer tied)
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(7, 4)
+        self.mid = nn.Linear(4, 4)
+        self.out = nn.Linear(4, 7, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.mid(self.emb(x))).mean(1))
+
+
+class Mixed(nn.Module):  # a module with its own parameter and a trainable child
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.randn(3))
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.lin(x) * self.p
+
+
 def _models():
     torch.manual_seed(0)
     return {
@@ -62,6 +84,8 @@ def _models():
                                                 nn.Flatten(), nn.LazyLinear(3)),
                                   torch.randn(4, 2, 5, 5)),
         "shared-weights": (Shared(), torch.randn(5, 5)),
+        "tied-across-modules": (Tied(), torch.randint(0, 7, (5, 3))),
+        "own-params-and-children": (nn.Sequential(Mixed(), nn.Linear(3, 3)), torch.randn(6, 3)),
     }
 
 
@@ -135,17 +159,6 @@ def test_sum_reduction_and_frozen_layers():
 
 
 def test_bad_inputs_are_refused():
-    class Mixed(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.p = nn.Parameter(torch.ones(3))
-            self.lin = nn.Linear(3, 3)
-
-        def forward(self, x):
-            return self.lin(x) * self.p
-
-    with pytest.raises(NotImplementedError, match="leaf module"):
-        GradSampleModule(Mixed())
     gsm = GradSampleModule(nn.Linear(3, 1))
     with pytest.raises(ValueError):
         GradSampleModule(nn.Linear(3, 1), loss_reduction="max")
@@ -153,8 +166,7 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError):
         gsm.clipped_sum(0.0)
     gsm.clear()
-    gsm(torch.randn(4, 3)).sum().backward()
-    gsm(torch.randn(5, 3)).sum().backward()
+    (gsm(torch.randn(4, 3)).sum() + gsm(torch.randn(5, 3)).sum()).backward()
     with pytest.raises(RuntimeError, match="different batch sizes"):
         gsm.clipped_sum(1.0)
     gsm.clear()
@@ -207,3 +219,19 @@ def test_linear_ghost_clipping_matches_materialised(b, t, d, o, bias, clip):
     for name, p in layer.named_parameters():
         torch.testing.assert_close(sums[p], torch.einsum("b,b...->...", c, per[name]),
                                    atol=1e-4, rtol=1e-4)
+
+
+def test_tied_weights_give_the_exact_gradient_and_norm():
+    # σ = 0 and no clipping: the clipped sum is the ordinary batch gradient; the per-sample
+    # norm is ‖g_emb + g_out‖, not sqrt(‖g_emb‖² + ‖g_out‖²).
+    torch.manual_seed(4)
+    model, x = Tied(), torch.randint(0, 7, (6, 3))
+    y = torch.arange(6) % 7
+    nn.functional.cross_entropy(model(x), y, reduction="sum").backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    gsm = GradSampleModule(model, loss_reduction="sum")
+    nn.functional.cross_entropy(gsm(x), y, reduction="sum").backward()
+    sums, _ = gsm.clipped_sum(1e9)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(sums[p], want[n], atol=1e-5, rtol=1e-5)

@@ -148,3 +148,15 @@ def test_mean_with_and_without_bob_on_a_real_column():
     assert abs(with_bob.mean() - ages.mean()) < 0.1
     assert 0.15 < a.std() < 0.4 and 0.15 < b.std() < 0.4
     assert abs(a.mean() - ages.mean()) < 0.1 and np.all(np.abs(a - ages.mean()) < 1.5)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(epsilon=float("nan")), dict(epsilon=-1.0), dict(epsilon=0.5, mechanism="cauchy"),
+    dict(epsilon=0.5, mechanism="gaussian", delta=0.0), dict(epsilon=0.5, granularity=0.0),
+    dict(epsilon=0.5, lower=3.0, upper=1.0)])
+def test_dp_mean_validates_before_spending(kwargs):
+    budget = PrivacyBudget(1.0, 1e-5)
+    args = dict(lower=0.0, upper=5.0) | kwargs
+    with pytest.raises(ValueError):
+        dp_mean([1.0, 2.0, 3.0], budget=budget, **args)
+    assert budget.remaining_epsilon == 1.0 and budget.remaining_delta == 1e-5

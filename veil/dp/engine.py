@@ -7,6 +7,7 @@ records every noisy step.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 
@@ -19,7 +20,7 @@ from veil.csprng import CSPRNG
 from veil.dp.accountants import Accountant, make_accountant
 from veil.dp.calibration import noise_multiplier_for
 from veil.dp.grad_sample import GradSampleModule
-from veil.dp.optimizer import DPOptimizer
+from veil.dp.optimizer import DPOptimizer, check_dp_settings
 from veil.dp.sampling import PoissonBatchSampler, poisson_loader
 from veil.dp.validators import validate
 
@@ -67,8 +68,9 @@ class PrivacyEngine:
         With ``poisson_sampling`` (the default, and what the accountant assumes) the
         loader's batch size becomes the *expected* batch size.
         """
+        check_dp_settings(noise_multiplier, max_grad_norm)
         validate(module)
-        n = len(data_loader.dataset)  # type: ignore[arg-type]
+        n = _check_loader(data_loader)
         if poisson_sampling:
             data_loader = poisson_loader(data_loader, generator=self.generator)
             sampler = data_loader.batch_sampler
@@ -100,9 +102,9 @@ class PrivacyEngine:
     ) -> tuple[GradSampleModule, DPOptimizer, DataLoader]:
         """Like :meth:`make_private`, with σ calibrated so that ``epochs`` epochs spend
         at most ``target_epsilon`` (with this engine's accountant)."""
-        n = len(data_loader.dataset)  # type: ignore[arg-type]
-        if data_loader.batch_size is None:
-            raise ValueError("data_loader needs a batch_size")
+        n = _check_loader(data_loader)
+        if not (math.isfinite(target_epsilon) and target_epsilon > 0):
+            raise ValueError(f"target_epsilon must be a positive finite number, got {target_epsilon}")
         q = data_loader.batch_size / n
         steps = int(epochs) * max(1, round(n / data_loader.batch_size))
         sigma = noise_multiplier_for(target_epsilon, target_delta, q, steps,
@@ -120,6 +122,22 @@ class PrivacyEngine:
     def get_epsilon(self, delta: float) -> float:
         """ε spent so far, at the given δ."""
         return self.accountant.get_epsilon(delta)
+
+
+def _check_loader(data_loader: DataLoader) -> int:
+    """The dataset size; refuses loaders whose sampling rate is not in (0, 1]."""
+    n = len(data_loader.dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise ValueError("the data loader's dataset is empty")
+    b = data_loader.batch_size
+    if b is None:
+        sampler = data_loader.batch_sampler
+        if isinstance(sampler, PoissonBatchSampler):
+            return n
+        raise ValueError("data_loader needs a batch_size")
+    if not 0 < b <= n:
+        raise ValueError(f"batch_size {b} must be in [1, {n}] (the dataset size)")
+    return n
 
 
 def virtual_batches(

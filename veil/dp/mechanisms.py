@@ -213,12 +213,16 @@ def dp_mean(values, lower: float, upper: float, epsilon: float, *, mechanism: st
     """
     x = _clamp(values, lower, upper)
     mid, half = (lower + upper) / 2, (upper - lower) / 2
+    if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f"epsilon must be a positive finite number, got {epsilon!r}")
     gen = generator or default_generator()
-    _spend(budget, epsilon, delta, "mean")
     e2, d2 = epsilon / 2, delta / 2
-    s = _mechanism(mechanism, e2, d2, half or granularity, granularity, gen).randomise(
-        float((x - mid).sum()))
-    n = _mechanism(mechanism, e2, d2, 1.0, 1.0, gen).randomise(float(x.size))
+    # Build (and so validate) both mechanisms before any budget is spent.
+    sum_mech = _mechanism(mechanism, e2, d2, half or granularity, granularity, gen)
+    count_mech = _mechanism(mechanism, e2, d2, 1.0, 1.0, gen)
+    _spend(budget, epsilon, delta, "mean")
+    s = sum_mech.randomise(float((x - mid).sum()))
+    n = count_mech.randomise(float(x.size))
     if n < 1:
         return float(mid)
     return float(np.clip(mid + s / n, lower, upper))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -37,10 +38,7 @@ class DPOptimizer(Optimizer):
         self, optimizer: Optimizer, module: GradSampleModule, *, noise_multiplier: float,
         max_grad_norm: float, expected_batch_size: int, generator: CSPRNG | None = None,
     ) -> None:
-        if noise_multiplier < 0:
-            raise ValueError("noise_multiplier must be >= 0")
-        if not max_grad_norm > 0:
-            raise ValueError("max_grad_norm must be > 0")
+        check_dp_settings(noise_multiplier, max_grad_norm)
         if expected_batch_size <= 0:
             raise ValueError("expected_batch_size must be positive")
         self.original_optimizer = optimizer
@@ -98,11 +96,25 @@ class DPOptimizer(Optimizer):
         self._skip_next = do_skip
 
     def _accumulate(self) -> None:
+        if not self.module.has_records:
+            self._refuse_uncaptured()
         sums, stats = self.module.clipped_sum(self.max_grad_norm)
         self.last_stats = stats
         for p, s in sums.items():
             self._summed[p] = self._summed[p] + s if p in self._summed else s
         self.module.clear()
+
+    def _refuse_uncaptured(self) -> None:
+        # Gradients without per-sample records came from outside DP-SGD (eval() mode, or
+        # the model called directly instead of through its wrapper); stepping would
+        # replace them by pure noise and still spend the budget.
+        if any(p.grad is not None and bool(p.grad.ne(0).any()) for p in self.params):
+            raise RuntimeError(
+                "the parameters have gradients but no per-sample gradients were captured: "
+                "was the model in eval() mode (call model.train() before training) or "
+                "called directly instead of through the model returned by make_private? "
+                "Nothing was stepped and no privacy budget was spent."
+            )
 
     def virtual_step(self) -> None:
         """Clip and accumulate this physical batch; no noise, no parameter update."""
@@ -137,3 +149,13 @@ class DPOptimizer(Optimizer):
     def __repr__(self) -> str:
         return (f"DPOptimizer(σ={self.noise_multiplier}, C={self.max_grad_norm}, "
                 f"expected_batch_size={self.expected_batch_size}, {self.original_optimizer!r})")
+
+
+def check_dp_settings(noise_multiplier: float, max_grad_norm: float) -> None:
+    """Refuse σ and C that give no guarantee or break the first step (NaN, inf, <= 0)."""
+    if not (isinstance(noise_multiplier, int | float) and math.isfinite(noise_multiplier)
+            and noise_multiplier >= 0):
+        raise ValueError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier!r}")
+    if not (isinstance(max_grad_norm, int | float) and math.isfinite(max_grad_norm)
+            and max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be a finite number > 0, got {max_grad_norm!r}")

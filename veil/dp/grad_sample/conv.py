@@ -68,6 +68,8 @@ class ConvRule(Rule):
 
     @staticmethod
     def forward(module: nn.Module, record, x: torch.Tensor) -> torch.Tensor:
+        if not record.active:  # plain op: ordinary gradients, usable under torch.func
+            return module._conv_forward(x, module.weight, module.bias)
         return _ConvTap.apply(x, module.weight, module.bias, module, record)
 
     def per_sample(self, module, a, g):

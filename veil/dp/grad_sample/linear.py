@@ -43,6 +43,8 @@ class LinearRule(Rule):
 
     @staticmethod
     def forward(module: nn.Linear, record, x: torch.Tensor) -> torch.Tensor:
+        if not record.active:  # plain op: ordinary gradients, usable under torch.func
+            return F.linear(x, module.weight, module.bias)
         return _LinearTap.apply(x, module.weight, module.bias, record)
 
     def per_sample(self, module, a, g):

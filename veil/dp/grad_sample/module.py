@@ -3,13 +3,14 @@ what is needed for per-sample clipping, then computes clipped sums in one pass."
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
 import torch
 from torch import nn
 
-from veil.dp.grad_sample.functorch import FALLBACK, check_fallback
+from veil.dp.grad_sample.functorch import fallback_for
 from veil.dp.grad_sample.registry import Rule, materialised_norm_and_sum, rule_for, trainable
 
 
@@ -25,8 +26,8 @@ class _Tap:
     def active(self) -> bool:
         return self.gsm._active and self.gsm._capture
 
-    def __call__(self, a: torch.Tensor, g: torch.Tensor) -> None:
-        self.gsm._record(self.module, a, g)
+    def __call__(self, *record) -> None:
+        self.gsm._record(self.module, record)
 
 
 class GradSampleModule(nn.Module):
@@ -58,53 +59,54 @@ class GradSampleModule(nn.Module):
             raise ValueError("loss_reduction must be 'mean' or 'sum'")
         self._module = module
         self.loss_reduction = loss_reduction
-        self._records: dict[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        # {backward pass: {layer: [record, ...]}}: each backward pass is its own group of
+        # examples (gradient accumulation concatenates, as in Opacus; never sums example i
+        # of one batch with example i of another).
+        self._records: dict[int, dict[nn.Module, list[tuple]]] = {}
         self._layers: list[tuple[str, nn.Module, Rule]] = []
         self._handles: list = []
         self._patched: list[nn.Module] = []
+        self._tied: set[nn.Module] = set()
         self._capture = True  # off while rules re-run layers (torch.func fallback)
         self._active = False  # True only during a training forward through this wrapper
         self._attach()
 
     # -- set-up -------------------------------------------------------------------------
     def _attach(self) -> None:
+        covered: set[nn.Module] = set()  # sub-modules whose parameters a rule handles
         for name, m in self._module.named_modules():
-            if not trainable(m):
+            if m in covered or not any(p.requires_grad for p in m.parameters()):
                 continue
             rule = rule_for(m)
-            if rule is None:
-                check_fallback(m, name)
-                rule = FALLBACK
+            if rule is not None and rule.covers_children:
+                covered.update(m.modules())
+            elif not trainable(m):
+                continue
+            elif rule is None:
+                rule = fallback_for(m, name)
             self._layers.append((name, m, rule))
             record = _Tap(self, m)
             if rule.tap == "function":
                 m.forward = functools.partial(type(rule).forward, m, record)  # type: ignore
                 self._patched.append(m)
             else:
-                self._handles.append(m.register_forward_hook(self._hook(m)))
+                self._handles.append(rule.attach(m, record))
+        owners: dict[int, list[nn.Module]] = {}
+        for _, m, rule in self._layers:
+            for p in rule.parameters(m).values():
+                owners.setdefault(id(p), []).append(m)
+        self._tied = {m for ms in owners.values() if len(ms) > 1 for m in ms}
+        self._names = {id(p): n for n, p in self._module.named_parameters()}
 
-    def _hook(self, m: nn.Module):
-        def hook(_mod, inputs, output):
-            if not (self._active and self._capture):
-                return
-            if len(inputs) != 1 or not isinstance(output, torch.Tensor):
-                raise NotImplementedError(
-                    f"{type(m).__name__}: per-sample gradients need one tensor input and "
-                    "one tensor output"
-                )
-            a = inputs[0].detach()
-            if output.requires_grad:
-                output.register_hook(lambda g: self._record(m, a, g))
-
-        return hook
-
-    def _record(self, m: nn.Module, a: torch.Tensor, g: torch.Tensor) -> None:
+    def _record(self, m: nn.Module, record: tuple) -> None:
         # With a mean loss, backprops are 1/B of the per-sample ones; the factor B is
         # applied to norms and sums later rather than by copying every backprop here.
-        self._records.setdefault(m, []).append((a.detach(), g.detach()))
+        task = torch._C._current_graph_task_id()
+        rec = tuple(r.detach() if isinstance(r, torch.Tensor) else r for r in record)
+        self._records.setdefault(task, {}).setdefault(m, []).append(rec)
 
-    def _scale(self, g: torch.Tensor) -> float:
-        return float(g.shape[0]) if self.loss_reduction == "mean" else 1.0
+    def _scale(self, b: int) -> float:
+        return float(b) if self.loss_reduction == "mean" else 1.0
 
     def detach(self) -> nn.Module:
         """Remove the taps and return the plain model."""
@@ -119,7 +121,8 @@ class GradSampleModule(nn.Module):
     def forward(self, *args, **kwargs):
         # Only forwards through this wrapper, in training mode with autograd on, are
         # captured; calling the wrapped model directly (or in eval mode) gives ordinary
-        # gradients, so the same model object stays usable outside DP-SGD.
+        # gradients, so the same model object stays usable outside DP-SGD (and the DP
+        # optimizer refuses to step on such gradients).
         self._active = self.training and torch.is_grad_enabled()
         try:
             return self._module(*args, **kwargs)
@@ -139,93 +142,120 @@ class GradSampleModule(nn.Module):
         return bool(self._records)
 
     # -- per-sample quantities ----------------------------------------------------------
-    def _batch_size(self) -> int:
-        sizes = {a.shape[0] for recs in self._records.values() for a, _ in recs}
+    def _group_batch_size(self, group: dict[nn.Module, list[tuple]]) -> int:
+        rules = {m: r for _, m, r in self._layers}
+        sizes = {rules[m].batch_size(rec) for m, recs in group.items() for rec in recs}
         if len(sizes) > 1:
             raise RuntimeError(
-                f"layers saw different batch sizes {sorted(sizes)}: was the model called on "
-                "several batches between zero_grad() and step()?"
+                f"layers saw different batch sizes {sorted(sizes)} in one backward pass: was "
+                "the model called on several batches for one loss?"
             )
-        return sizes.pop() if sizes else 0
+        return sizes.pop()
 
-    def _layer_parts(self, m: nn.Module, rule: Rule):
-        self._capture = False
+    @contextlib.contextmanager
+    def _uncaptured(self):
+        """Run rules with the layers' taps off (the torch.func fallback re-runs layers)."""
+        before, self._capture = self._capture, False
         try:
-            return self._layer_parts_inner(m, rule)
+            yield
         finally:
-            self._capture = True
+            self._capture = before
 
-    def _layer_parts_inner(self, m: nn.Module, rule: Rule):
-        recs = self._records.get(m, [])
-        scale = self._scale(recs[0][1])
-        if len(recs) == 1:
-            norm_sq, summer = rule.norm_and_sum(m, *recs[0])
-        else:
-            # Layer used several times in one forward (weight sharing): sum per-sample grads.
-            total: dict[str, torch.Tensor] = {}
-            for a, g in recs:
-                for k, v in rule.per_sample(m, a, g).items():
-                    total[k] = total[k] + v if k in total else v
-            norm_sq, summer = materialised_norm_and_sum(total)
-        if scale == 1.0:
-            return norm_sq, summer
-        return norm_sq * scale**2, lambda c: summer(c * scale)
-
-    def per_sample_gradients(self) -> dict[str, torch.Tensor]:
-        """``{qualified param name: (B, *shape)}`` for the captured batch (materialised)."""
-        out: dict[str, torch.Tensor] = {}
-        for name, m, rule in self._layers:
-            recs = self._records.get(m, [])
-            for a, g in recs:
-                self._capture = False
-                try:
-                    grads = rule.per_sample(m, a, g)
-                finally:
-                    self._capture = True
-                scale = self._scale(g)
-                for k, v in grads.items():
+    def _group_per_sample(self, group) -> dict[int, torch.Tensor]:
+        """``{id(param): (B, *shape)}`` for one backward pass, tied parameters summed."""
+        b = self._group_batch_size(group)
+        scale = self._scale(b)
+        out: dict[int, torch.Tensor] = {}
+        with self._uncaptured():
+            for _, m, rule in self._layers:
+                if m not in group:
+                    continue
+                own = rule.parameters(m)
+                for k, v in rule.per_sample_all(m, group[m]).items():
                     v = v * scale if scale != 1.0 else v
-                    key = f"{name}.{k}" if name else k
+                    key = id(own[k])
                     out[key] = out[key] + v if key in out else v
         return out
 
+    def per_sample_gradients(self) -> dict[str, torch.Tensor]:
+        """``{qualified param name: (B, *shape)}`` of the captured examples (materialised).
+
+        Examples of several backward passes (gradient accumulation) are concatenated.
+        """
+        per: dict[int, list[torch.Tensor]] = {}
+        for group in self._records.values():
+            for key, v in self._group_per_sample(group).items():
+                per.setdefault(key, []).append(v)
+        return {self._names[k]: torch.cat(v) for k, v in per.items()}
+
     def clipped_sum(self, max_grad_norm: float) -> tuple[dict[nn.Parameter, torch.Tensor], dict]:
-        """Clip every sample's whole gradient to ``max_grad_norm`` and sum over the batch.
+        """Clip every example's whole gradient to ``max_grad_norm`` and sum over examples.
 
         Returns ``({param: Σ_i c_i ∇_i}, stats)`` with ``c_i = min(1, C / ‖∇_i‖)``;
-        stats holds the batch size and the fraction of clipped samples.
+        stats holds the number of examples and the fraction of clipped ones. Each backward
+        pass since the last :meth:`clear` is a separate set of examples.
         """
         if not (max_grad_norm > 0 and math.isfinite(max_grad_norm)):
             raise ValueError(f"max_grad_norm must be a positive finite number, got {max_grad_norm}")
-        b = self._batch_size()
-        params = {id(p): p for _, m, _ in self._layers for p in trainable(m).values()}
-        if b == 0:
-            return {p: torch.zeros_like(p) for p in params.values()}, {"batch": 0, "clipped": 0.0}
-        parts = []
-        norm_sq = None
-        for _, m, rule in self._layers:
-            if m not in self._records:
+        params = {id(p): p for _, m, r in self._layers for p in r.parameters(m).values()}
+        sums: dict[int, torch.Tensor] = {}
+        total, clipped = 0, 0.0
+        for group in self._records.values():
+            b = self._group_batch_size(group)
+            if b == 0:  # an empty (Poisson) batch: no examples, nothing to clip
                 continue
-            ns, summer = self._layer_parts(m, rule)
-            norm_sq = ns if norm_sq is None else norm_sq + ns
-            parts.append((m, summer))
+            norms, parts = self._group_norms(group, b)
+            if not torch.isfinite(norms).all():
+                raise FloatingPointError(
+                    "non-finite per-sample gradient norm (NaN/inf in the loss?)")
+            c = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+            with self._uncaptured():
+                for summer in parts:
+                    for pid, v in summer(c).items():
+                        sums[pid] = sums[pid] + v if pid in sums else v
+            total += b
+            clipped += float((norms > max_grad_norm).float().sum())
+        out = {p: sums[k].to(p.dtype) if k in sums else torch.zeros_like(p)
+               for k, p in params.items()}
+        stats = {"batch": total, "clipped": clipped / total if total else 0.0}
+        return out, stats
+
+    def _group_norms(self, group, b: int):
+        """Per-example norms of one backward pass, and the summers of its layers."""
+        scale = self._scale(b)
+        norm_sq = None
+        parts: list = []
+        tied: dict[nn.Module, list[tuple]] = {}
+        with self._uncaptured():
+            for _, m, rule in self._layers:
+                if m not in group:
+                    continue
+                if m in self._tied:  # one parameter in several layers: ‖Σ_layers ∇‖
+                    tied[m] = group[m]
+                    continue
+                ns, summer = rule.norm_and_sum_all(m, group[m])
+                if scale != 1.0:
+                    ns, summer = ns * scale**2, _scaled(summer, scale)
+                norm_sq = ns if norm_sq is None else norm_sq + ns
+                parts.append(_by_param(summer, rule.parameters(m)))
+            if tied:
+                ns, summer = materialised_norm_and_sum(self._group_per_sample(tied))
+                norm_sq = ns if norm_sq is None else norm_sq + ns
+                parts.append(summer)
         assert norm_sq is not None
-        norms = norm_sq.clamp_min(0).sqrt()
-        if not torch.isfinite(norms).all():
-            raise FloatingPointError("non-finite per-sample gradient norm (NaN/inf in the loss?)")
-        c = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-        sums: dict[nn.Parameter, torch.Tensor] = {}
-        for m, summer in parts:
-            own = trainable(m)
-            for k, v in summer(c).items():
-                sums[own[k]] = v.to(own[k].dtype)
-        for p in params.values():  # layers that did not take part in this forward
-            sums.setdefault(p, torch.zeros_like(p))
-        stats = {"batch": b, "clipped": float((norms > max_grad_norm).float().mean())}
-        return sums, stats
+        return norm_sq.clamp_min(0).sqrt(), parts
 
     def state_dict(self, *args, **kwargs):  # the plain model's keys, loadable without Veil
         return self._module.state_dict(*args, **kwargs)
 
     def load_state_dict(self, *args, **kwargs):
         return self._module.load_state_dict(*args, **kwargs)
+
+
+def _scaled(summer, scale: float):
+    return lambda c: summer(c * scale)
+
+
+def _by_param(summer, own: dict[str, nn.Parameter]):
+    """A layer's summer keyed by parameter identity (several layers may share one)."""
+    return lambda c: {id(own[k]): v for k, v in summer(c).items()}

@@ -27,9 +27,35 @@ class Rule:
     """
 
     tap: str = "hook"
+    #: the rule handles the parameters of the layer's sub-modules too (e.g. attention's
+    #: output projection); they get no rule of their own
+    covers_children: bool = False
 
     def supports(self, module: nn.Module) -> bool:
         return True
+
+    def parameters(self, module: nn.Module) -> dict[str, nn.Parameter]:
+        """The trainable parameters this rule gives per-sample gradients for, by name."""
+        if self.covers_children:
+            return {n: p for n, p in module.named_parameters() if p.requires_grad}
+        return trainable(module)
+
+    def attach(self, module: nn.Module, record):
+        """Install a ``"hook"`` tap recording ``(input, backprop)``; returns its handle."""
+
+        def hook(_mod, inputs, output):
+            if not record.active:
+                return
+            if len(inputs) != 1 or not isinstance(output, torch.Tensor):
+                raise NotImplementedError(
+                    f"{type(module).__name__}: per-sample gradients need one tensor input "
+                    "and one tensor output"
+                )
+            a = inputs[0].detach()
+            if output.requires_grad:
+                output.register_hook(lambda g: record(a, g))
+
+        return module.register_forward_hook(hook)
 
     def per_sample(
         self, module: nn.Module, a: torch.Tensor, g: torch.Tensor
@@ -37,12 +63,29 @@ class Rule:
         """Per-sample gradients ``{param name: (B, *param.shape)}`` of trainable params."""
         raise NotImplementedError
 
-    def norm_and_sum(
-        self, module: nn.Module, a: torch.Tensor, g: torch.Tensor
-    ) -> tuple[torch.Tensor, Summer]:
+    def norm_and_sum(self, module: nn.Module, *record) -> tuple[torch.Tensor, Summer]:
         """Per-sample squared norms ``(B,)`` and a function ``c -> Σ_i c_i ∇_i``."""
-        grads = self.per_sample(module, a, g)
-        return materialised_norm_and_sum(grads)
+        return materialised_norm_and_sum(self.per_sample(module, *record))
+
+    # All records of one backward pass. A rule records one ``(a, g)`` per call of the
+    # layer; a layer called several times in one forward (weight sharing) gets the sum
+    # of the per-sample gradients. Rules that record several parts per call override.
+    def batch_size(self, record: tuple) -> int:
+        return record[-1].shape[0]
+
+    def per_sample_all(self, module: nn.Module, records: list[tuple]) -> dict[str, torch.Tensor]:
+        total: dict[str, torch.Tensor] = {}
+        for rec in records:
+            for k, v in self.per_sample(module, *rec).items():
+                total[k] = total[k] + v if k in total else v
+        return total
+
+    def norm_and_sum_all(
+        self, module: nn.Module, records: list[tuple]
+    ) -> tuple[torch.Tensor, Summer]:
+        if len(records) == 1:
+            return self.norm_and_sum(module, *records[0])
+        return materialised_norm_and_sum(self.per_sample_all(module, records))
 
 
 def materialised_norm_and_sum(grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Summer]:
