@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
@@ -21,6 +23,9 @@ class InProcessGrid:
             "partition-id": i, "num-partitions": num_nodes}, state=RecordDict(), run_config={})
             for i, n in enumerate(self.nodes)}
 
+    class run:  # noqa: N801 - Flower's legacy client manager reads grid.run.run_id
+        run_id = 1
+
     def get_node_ids(self):
         return list(self.nodes)
 
@@ -31,7 +36,8 @@ class InProcessGrid:
             try:
                 if node in self.fail:
                     raise self.fail[node]
-                out.append(self.app(m, self.contexts[node]))
+                # a real transport hands each node its own copy (SecAgg+ mutates its input)
+                out.append(copy.deepcopy(self.app(copy.deepcopy(m), self.contexts[node])))
             except Exception as exc:  # noqa: BLE001 - the engine turns any crash into an error reply
                 out.append(Message(Error(code=0, reason=repr(exc)), reply_to=m))
         return out
@@ -49,3 +55,13 @@ def _task_identity():
 @pytest.fixture
 def grid_factory():
     return InProcessGrid
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: intra-op threads only contend on a shared 2-core machine."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -246,15 +246,19 @@ def _run_server(grid: Grid, context: Context, cfg: FLConfig, log_: RoundLog) -> 
             return {"veil.secagg.clipped": clipped}
 
         def legacy_eval(rnd, ndarrays, _config):
-            res = evaluate(rnd, ndarrays, {"secagg_clipped": _clipped.pop(rnd, 0)})
+            clipped, included = _rounds.pop(rnd, (0, 0))
+            if rnd and not included:
+                # SecAgg+ halts a round (too few clients for its threshold) without an error
+                log(WARNING, "round %d: SecAgg+ halted, the global model did not change", rnd)
+            res = evaluate(rnd, ndarrays, {"secagg_clipped": clipped, "included": included})
             return res["loss"], {"accuracy": res["accuracy"]}
 
-        _clipped: dict[int, int] = {}
+        _rounds: dict[int, tuple[int, int]] = {}
 
         class _Strategy(LegacyFedAvg):
             def aggregate_fit(self, server_round, results, failures):
                 out = super().aggregate_fit(server_round, results, failures)
-                _clipped[server_round] = int(out[1].get("veil.secagg.clipped", 0))
+                _rounds[server_round] = (int(out[1].get("veil.secagg.clipped", 0)), len(results))
                 return out
 
         strategy = _Strategy(
@@ -277,7 +281,7 @@ def _run_server(grid: Grid, context: Context, cfg: FLConfig, log_: RoundLog) -> 
     if cfg.dp_noise > 0:
         dp = ClientDP(noise_multiplier=cfg.dp_noise, clip=cfg.dp_clip, sample_rate=cfg.fraction,
                       population=num_nodes, adaptive=cfg.dp_adaptive,
-                      accountant=cfg.dp_accountant)
+                      accountant=cfg.dp_accountant, delta=cfg.delta)
     strategy = VeilFedAvg(
         aggregation=cfg.aggregation, dp=dp, proximal_mu=task.proximal_mu,
         twoserver=TwoServerConfig(cfg.ring_bits, cfg.frac_bits, cfg.weight_bound,
@@ -287,8 +291,6 @@ def _run_server(grid: Grid, context: Context, cfg: FLConfig, log_: RoundLog) -> 
 
     def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
         extra = dict(strategy.rounds.get(rnd, {}))
-        if dp is not None and rnd:
-            extra["epsilon"] = dp.epsilon(delta=cfg.delta)
         res = evaluate(rnd, arrays.to_numpy_ndarrays(), extra)
         return MetricRecord({"accuracy": res["accuracy"], "loss": res["loss"]})
 

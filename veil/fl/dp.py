@@ -79,7 +79,9 @@ class ClientDP:
     clip_lr: float = 0.2
     bit_noise_std: float | None = None
     accountant: str = "rdp"
+    delta: float = 1e-5
     rounds_done: int = field(default=0, init=False)
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.noise_multiplier > 0:
@@ -139,11 +141,14 @@ class ClientDP:
         frac = noisy / self.expected_clients
         self.clip *= math.exp(-self.clip_lr * (frac - self.target_quantile))
 
-    def epsilon(self, rounds: int | None = None, delta: float = 1e-5) -> float:
-        """ε after ``rounds`` rounds (default: those run so far) with Veil's accountant."""
+    def epsilon(self, rounds: int | None = None, delta: float | None = None) -> float:
+        """ε after ``rounds`` rounds (default: those run so far) at ``delta`` (default: ours)."""
         k = self.rounds_done if rounds is None else rounds
+        d = self.delta if delta is None else delta
         if k == 0:
             return 0.0
-        acc = make_accountant(self.accountant)
-        acc.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate, steps=k)
-        return acc.get_epsilon(delta)
+        if (k, d) not in self._cache:
+            acc = make_accountant(self.accountant)
+            acc.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate, steps=k)
+            self._cache[(k, d)] = acc.get_epsilon(d)
+        return self._cache[(k, d)]
