@@ -293,14 +293,15 @@ def query(
     """The data owner's client (role party1): run IMAGES through the server's model privately."""
     from veil.comm.errors import CommError
     from veil.nn.service import query as run_query
+    from veil.sharing.errors import MaterialError
 
     net, shape, e = architecture(model, arch, input_shape)
     x = load_images(images, tuple(shape), normalize, e, limit)
     try:
         out, reports = run_query(server, dealer, net, shape, x, keys, argmax=argmax,
                                  batch_size=batch_size, timeout=timeout)
-    except (CommError, ValueError) as exc:
-        _fail(str(exc))
+    except (CommError, MaterialError, ValueError) as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
     labels = out.argmax(dim=-1).tolist()
     if json_out:
         result: dict[str, Any] = {"labels": labels} if argmax else {

@@ -53,6 +53,7 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -68,7 +69,7 @@ from veil.comm.tcp import SocketChannel, listen, parse_address, tls_accept, tls_
 from veil.csprng import CSPRNG
 from veil.nn.graph import SecureGraph, convert
 from veil.nn.report import InferenceReport
-from veil.sharing.dealer import Dealer
+from veil.sharing.dealer import Dealer, _nbytes
 from veil.sharing.errors import MaterialExhaustedError, StoreError
 from veil.sharing.masks import MaskKeyring
 from veil.sharing.material import normalize_plan, request_key
@@ -283,9 +284,14 @@ class MaterialPool:
     pair of on-disk stores (:class:`~veil.sharing.store.DiskStore`, one per
     party half), whose consumed counter is persisted before an item is read:
     a crash loses an item, never replays one.
+
+    Taking an item from disk is durable and therefore slow (two fsyncs and a
+    read per half), so a background thread reads ahead: it keeps up to
+    ``readahead_bytes`` of items (already consumed on disk) in memory, and a
+    request takes those first.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, readahead_bytes: int = 512 << 20) -> None:
         self.path = Path(path)
         manifest = self.path / "pool.json"
         try:
@@ -298,45 +304,98 @@ class MaterialPool:
         if meta.get("format") != _POOL_FORMAT:
             raise StoreError(f"{manifest}: unknown pool format {meta.get('format')!r}")
         self._stores: dict[str, tuple[DiskStore, DiskStore]] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        self._ready: dict[str, deque] = {}
+        self._kinds: dict[str, tuple[str, dict]] = {}
+        self._disk = threading.Lock()  # DiskStore takes, one at a time
+        self._cond = threading.Condition()
+        self._ready_bytes = 0
+        self.readahead_bytes = int(readahead_bytes)
+        self._closed = False
         try:
             for entry in meta["entries"]:
                 d = self.path / entry["dir"]
                 if _used_up(d / "party0"):
                     continue  # the ledger refuses to reopen a store consumed entirely
-                self._stores[entry["key"]] = (DiskStore(d / "party0"), DiskStore(d / "party1"))
-                self._locks[entry["key"]] = threading.Lock()
+                key = entry["key"]
+                self._stores[key] = (DiskStore(d / "party0"), DiskStore(d / "party1"))
+                self._ready[key] = deque()
+                self._kinds[key] = tuple(json.loads(key))
         except BaseException:
             self.close()
             raise
         self._exhausted: set[str] = set()
+        self._reader = threading.Thread(target=self._read_ahead, daemon=True,
+                                        name="veil-pool-readahead")
+        self._reader.start()
+
+    def _take_disk(self, key: str) -> tuple[Any, Any] | None:
+        kind, params = self._kinds[key]
+        s0, s1 = self._stores[key]
+        with self._disk:
+            if s0.remaining == 0 or self._closed:
+                return None
+            try:
+                return s0.take(kind, params), s1.take(kind, params)
+            except MaterialExhaustedError:
+                return None
+
+    def _read_ahead(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (self._ready_bytes >= self.readahead_bytes or all(
+                        s[0].remaining == 0 for s in self._stores.values())):
+                    self._cond.wait(1.0)
+                if self._closed:
+                    return
+                # the request with the fewest items in memory next (round robin by need)
+                key = min((k for k, s in self._stores.items() if s[0].remaining),
+                          key=lambda k: len(self._ready[k]))
+            try:
+                item = self._take_disk(key)
+            except Exception as exc:  # noqa: BLE001 - requests then read from disk themselves
+                log.warning("dealer: pool read-ahead stopped: %s", exc)
+                return
+            if item is None:
+                continue
+            with self._cond:
+                self._ready[key].append(item)
+                self._ready_bytes += _nbytes(item)
 
     def take(self, kind: str, params: dict) -> tuple[Any, Any] | None:
         """Both halves of the next pooled item for this request, or ``None`` when none is left."""
         key = request_key(kind, params)
-        stores = self._stores.get(key)
-        if stores is None:
+        if key not in self._stores:
             return None
-        with self._locks[key]:
-            if stores[0].remaining == 0:
-                if key not in self._exhausted:
-                    self._exhausted.add(key)
-                    log.warning("dealer: the preprocessed pool has no %s left; generating on "
-                                "demand", kind)
-                return None
-            try:
-                return stores[0].take(kind, params), stores[1].take(kind, params)
-            except MaterialExhaustedError:
-                return None
+        with self._cond:
+            if self._ready[key]:
+                item = self._ready[key].popleft()
+                self._ready_bytes -= _nbytes(item)
+                self._cond.notify_all()
+                return item
+        item = self._take_disk(key)
+        if item is None and key not in self._exhausted:
+            self._exhausted.add(key)
+            log.warning("dealer: the preprocessed pool has no %s left; generating on demand",
+                        kind)
+        return item
 
     def remaining(self) -> dict[str, int]:
-        """Items left per request (public: kinds and shapes only)."""
-        return {key: s[0].remaining for key, s in self._stores.items()}
+        """Items left per request, in memory and on disk (public: kinds and shapes only)."""
+        with self._cond:
+            return {key: s[0].remaining + len(self._ready[key])
+                    for key, s in self._stores.items()}
 
     def close(self) -> None:
-        for s0, s1 in self._stores.values():
-            s0.close()
-            s1.close()
+        """Stop reading ahead; items read ahead and not served are lost, never replayed."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            for ready in self._ready.values():
+                ready.clear()
+        with self._disk:
+            for s0, s1 in self._stores.values():
+                s0.close()
+                s1.close()
 
 
 def preprocess_pool(graph: SecureGraph, batch: int, queries: int, path: str | os.PathLike,
@@ -761,6 +820,10 @@ class InferenceServer(_Service):
         self._stopping.set()
         self._listener.close()
         deadline = time.monotonic() + grace_s
+        # a client that just said goodbye may still be in flight: a moment for it to arrive
+        settle = time.monotonic() + min(grace_s, 0.5)
+        while self.sessions() and time.monotonic() < settle:
+            time.sleep(0.02)
         while time.monotonic() < deadline:
             with self._lock:
                 busy = [s for s in self._sessions.values() if s.busy]
