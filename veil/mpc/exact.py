@@ -41,6 +41,7 @@ from veil import ring
 from veil.mpc import beaver
 from veil.mpc.truncation import plan as trunc_plan
 from veil.mpc.truncation import truncate
+from veil.mpc.truncation import truncate as _truncate
 from veil.sharing.triples import bilinear_shape
 
 if TYPE_CHECKING:
@@ -68,11 +69,16 @@ def _op_params(op: str, op_params: dict) -> dict:
 
 
 # -- products ---------------------------------------------------------------------------------
-def product(x: SecretTensor, y: SecretTensor, op: str = "beaver", **op_params) -> SecretTensor:
-    """``op(x, y)`` at the larger precision, truncated exactly by the smaller one."""
+def product(x: SecretTensor, y: SecretTensor, op: str = "beaver", truncate: bool = True,
+            **op_params) -> SecretTensor:
+    """``op(x, y)`` at the larger precision, truncated exactly by the smaller one.
+
+    ``truncate=False`` leaves the product at the sum of the precisions (its share is then
+    held at ``x.frac_bits + y.frac_bits`` bits, whatever the result's ``frac_bits`` says).
+    """
     raw = beaver.bilinear(x.party, op, x.share, y.share, **op_params)
-    bits = min(x.frac_bits, y.frac_bits)
-    share = truncate(x.party, raw, bits) if bits else raw
+    bits = min(x.frac_bits, y.frac_bits) if truncate else 0
+    share = _truncate(x.party, raw, bits) if bits else raw
     return x._wrap(share, max(x.frac_bits, y.frac_bits))
 
 

@@ -116,7 +116,7 @@ def _finish(rank: int, mat: dict, x_hat: np.ndarray, shift: int) -> np.ndarray:
     kw, kc = _material.take_keys(mat, rank)
     w = dcf_eval(kw, x_hat)[:, 0]
     c = dcf_eval(kc, x_hat & np.uint64((1 << shift) - 1))[:, 0]
-    z = (w << np.uint64(64 - shift)) - c - _field(mat, "r_hi", x_hat.shape[0])
+    z = w - c - _field(mat, "r_hi", x_hat.shape[0])
     if rank == 0:
         z = z + (x_hat >> np.uint64(shift)) - np.uint64(_OFFSET >> shift)
     return z

@@ -79,8 +79,9 @@ def step_plan(graph: SecureGraph, batch: int, loss: str, frac_bits: int) -> list
     for layer in reversed(graph.layers):
         out += get_op(layer.op).backward_plan(layer, [shapes[i] for i in layer.inputs], batch,
                                               _needs(graph, layer), frac_bits)
-    for _, _, shape in parameter_shapes(graph):
-        out += sgd_plan(math.prod(shape))
+    for name, kind, shape in parameter_shapes(graph):
+        bits = get_op(graph.layer(name).op).grad_bits(kind, frac_bits)
+        out += sgd_plan(math.prod(shape), bits, frac_bits)
     return out
 
 
@@ -131,8 +132,9 @@ def train_step(party: Party, state: TrainState, x: SecretTensor, targets: Secret
         pgrads.update({(layer.name, kind): g for kind, g in gp.items()})
     for name, kind, _ in parameter_shapes(graph):
         key = (name, kind)
-        model.params[key], state.velocity[key] = sgd_step(sgd, model.params[key],
-                                                          state.velocity[key], pgrads[key])
+        bits = get_op(graph.layer(name).op).grad_bits(kind, x.frac_bits)
+        model.params[key], state.velocity[key] = sgd_step(
+            sgd, model.params[key], state.velocity[key], pgrads[key], bits)
     return logits
 
 
@@ -205,7 +207,9 @@ def twin_step(graph: SecureGraph, params: dict[ParamKey, torch.Tensor],
         pgrads.update({(layer.name, kind): g for kind, g in gp.items()})
     for key in params:
         v = velocity.get(key, torch.zeros_like(params[key]))
-        params[key], velocity[key] = twin_sgd_step(sgd, params[key], v, pgrads[key])
+        bits = get_op(graph.layer(key[0]).op).grad_bits(key[1], frac_bits)
+        params[key], velocity[key] = twin_sgd_step(sgd, params[key], v, pgrads[key], bits,
+                                                   frac_bits)
 
 
 def twin_predict(graph: SecureGraph, params: dict[ParamKey, torch.Tensor], x: torch.Tensor,

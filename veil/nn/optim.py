@@ -4,14 +4,18 @@ PyTorch's ``SGD`` (dampening 0, not Nesterov) keeps ``b = μ b + (g + λ W)`` an
 steps ``W -= η b``. On shares we keep the velocity already scaled by the learning
 rate, ``v = η b``: ``v = μ v + η g + η λ W`` and ``W -= v``, the same iterates
 for a constant ``η``, with ONE exact truncation per parameter element and step:
-the three products with public constants are summed at ``2^(f + 24)`` (the
-constants held with 24 fractional bits) and truncated together.
+the three products with public constants (held with 24 fractional bits) are summed
+at ``2^(g + 24)``, where the gradient ``g`` may come untruncated at ``2f`` bits (a
+weight gradient), and truncated together back to ``f`` bits. The sum must stay
+below ``2^62``: ``|v| < 2^(38 - g)`` (64 for weights at ``f = 16``), far above what
+a learning-rate-scaled velocity reaches.
 
 Example
 -------
 >>> import torch
 >>> sgd = SGDConfig(lr=0.5, momentum=0.0)
->>> w, v = twin_sgd_step(sgd, torch.tensor([65536]), torch.tensor([0]), torch.tensor([65536]))
+>>> one = torch.tensor([65536])
+>>> w, v = twin_sgd_step(sgd, one, torch.tensor([0]), one, grad_bits=16, frac_bits=16)
 >>> w.tolist()                                  # 1 - 0.5 * 1
 [32768]
 """
@@ -55,25 +59,37 @@ class SGDConfig:
                 constant(self.lr * self.weight_decay))
 
 
-def sgd_step(cfg: SGDConfig, w: SecretTensor, v: SecretTensor, g: SecretTensor
-             ) -> tuple[SecretTensor, SecretTensor]:
-    """One step on shares; returns the new ``(weight, velocity)`` (one round)."""
+def _shift(grad_bits: int, frac_bits: int) -> int:
+    if grad_bits < frac_bits:
+        raise ValueError(f"gradient held at {grad_bits} bits, below the weights' {frac_bits}")
+    return grad_bits - frac_bits
+
+
+def sgd_step(cfg: SGDConfig, w: SecretTensor, v: SecretTensor, g: SecretTensor,
+             grad_bits: int | None = None) -> tuple[SecretTensor, SecretTensor]:
+    """One step on shares; returns the new ``(weight, velocity)`` (one round).
+
+    ``g``'s share is held at ``grad_bits`` fractional bits (default: ``w.frac_bits``).
+    """
     mu, lr, decay = cfg.constants()
-    t = v.share * mu + g.share * lr
+    up = _shift(w.frac_bits if grad_bits is None else grad_bits, w.frac_bits)
+    t = v.share * mu
     if decay:
         t = t + w.share * decay
-    v = v._wrap(truncate(w.party, t, CONST_BITS))
+    t = (t << up) + g.share * lr
+    v = v._wrap(truncate(w.party, t, CONST_BITS + up))
     return w - v, v
 
 
-def sgd_plan(count: int) -> list:
+def sgd_plan(count: int, grad_bits: int, frac_bits: int) -> list:
     """The dealer requests of :func:`sgd_step` on a parameter of ``count`` elements."""
-    return trunc_plan(count, CONST_BITS)
+    return trunc_plan(count, CONST_BITS + _shift(grad_bits, frac_bits))
 
 
-def twin_sgd_step(cfg: SGDConfig, w: torch.Tensor, v: torch.Tensor, g: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def twin_sgd_step(cfg: SGDConfig, w: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
+                  grad_bits: int, frac_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Plaintext :func:`sgd_step` on int64 fixed-point values."""
     mu, lr, decay = cfg.constants()
-    v = (v * mu + g * lr + w * decay) >> CONST_BITS
+    up = _shift(grad_bits, frac_bits)
+    v = (((v * mu + w * decay) << up) + g * lr) >> (CONST_BITS + up)
     return w - v, v

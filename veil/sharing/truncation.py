@@ -5,9 +5,8 @@ dealer's half. For each element the dealer draws a uniform ring mask ``r`` and
 hands out additive shares of
 
 - ``r`` and of ``r_hi = r >> shift`` (a logical shift of the unsigned ``r``);
-- a DCF key (BCG+21) for ``z -> 1{z < r}`` on 64-bit inputs with a ``shift``-bit
-  output (the *wrap* bit of ``x' + r``; only its value mod ``2^shift`` matters,
-  since it is used times ``2^(64 - shift)``);
+- a DCF key (BCG+21) for ``z -> 2^(64 - shift)·1{z < r}`` on 64-bit inputs (the
+  *wrap* bit of ``x' + r``, already at the weight it is used with);
 - a DCF key for ``z -> 1{z < r mod 2^shift}`` on ``shift``-bit inputs with a
   64-bit output (the *borrow* of the low bits).
 
@@ -21,7 +20,7 @@ Example
 >>> m0, m1 = generate_trunc(CSPRNG(), count=3, shift=16)
 >>> m0["r"].shape, int(m0["shape"][1])
 ((3,), 16)
->>> trunc_key_bytes(16) < 1700   # both keys and three ring shares, per element and party
+>>> trunc_key_bytes(16) < 2100   # both keys and two ring shares, per element and party
 True
 """
 
@@ -66,7 +65,7 @@ def trunc_key_bytes(shift: int) -> int:
     """Bytes of one element's ``trunc`` material held by one party."""
     from veil.fss.key import key_bits
 
-    bits = key_bits("dcf", RING_BITS, shift) + key_bits("dcf", shift, RING_BITS)
+    bits = key_bits("dcf", RING_BITS, RING_BITS) + key_bits("dcf", shift, RING_BITS)
     return (bits + 7) // 8 + 2 * 8
 
 
@@ -80,7 +79,8 @@ def generate_trunc(rng: CSPRNG, *, count: int, shift: int) -> tuple[dict, dict]:
         raise ValueError("count must be non-negative")
     r = _random_u64(rng, count)
     r_hi = r >> np.uint64(shift)
-    w0, w1 = dcf_gen(r, 1, RING_BITS, shift, rng)
+    # 64-bit outputs: the evaluator's fast layout (narrower outputs are bit-packed)
+    w0, w1 = dcf_gen(r, np.uint64(1) << np.uint64(RING_BITS - shift), RING_BITS, RING_BITS, rng)
     c0, c1 = dcf_gen(r & _mask(shift), 1, shift, RING_BITS, rng)
     halves = []
     for party, kw, kc in ((0, w0, c0), (1, w1, c1)):
@@ -104,7 +104,7 @@ def take_keys(material: dict, party: int) -> tuple[TreeKey, TreeKey]:
                             f"not {party}")
     shift = int(material["shape"][1])
     keys = []
-    for prefix, n, ell in (("kw_", RING_BITS, shift), ("kc_", shift, RING_BITS)):
+    for prefix, n, ell in (("kw_", RING_BITS, RING_BITS), ("kc_", shift, RING_BITS)):
         parts = {k: material.pop(prefix + k, None) for k in ("seeds", "values", "bits")}
         if any(v is None for v in parts.values()):
             raise MaterialError("trunc material was already used: keys are single-use")

@@ -121,11 +121,17 @@ class Op:
         """The dealer requests of :meth:`train_forward`."""
         return self.plan(layer, in_shapes, batch)
 
+    def grad_bits(self, kind: str, frac_bits: int) -> int:
+        """Fractional bits of the gradient of parameter ``kind`` as :meth:`backward` returns
+        it: a weight gradient may stay untruncated (``2 * frac_bits``), so that SGD truncates
+        once for the gradient and the update together."""
+        return frac_bits
+
     def backward(self, party: Party, layer: Layer, params: dict[str, Any], saved: Any,
                  grad: SecretTensor, needs: list[bool]
                  ) -> tuple[list[SecretTensor | None], dict[str, SecretTensor]]:
         """Shares of the gradients of the inputs (``None`` where ``needs`` is false) and of
-        the parameters, from the output's gradient ``grad``."""
+        the parameters (held at :meth:`grad_bits`), from the output's gradient ``grad``."""
         raise NotImplementedError(f"op {self.name!r} has no backward")
 
     def backward_plan(self, layer: Layer, in_shapes: list[tuple[int, ...]], batch: int,

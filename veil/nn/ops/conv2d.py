@@ -8,7 +8,7 @@ Backward, with convolution triples only (exact truncation):
   the flipped, channel-swapped weight ``W'[c, o] = W[o, c]`` flipped;
 - ``dW[o, c] = sum_n x_pad[n, c] (*) dilate(dy)[n, o]``: a convolution with the batch
   as channels (``x_pad`` as ``(C, N, H, W)``, ``dy`` as ``(O, N, ., .)``), cropped to
-  the kernel;
+  the kernel, left at ``2f`` fractional bits (SGD truncates it with the update);
 - ``db = sum(dy)`` over batch and pixels (local).
 """
 
@@ -88,6 +88,9 @@ class Conv2d(Op):
         return exact.product_plan("conv2d", (batch, *in_shapes[0]), tuple(layer.weight.shape),
                                   frac_bits, stride=p["stride"], padding=p["padding"])
 
+    def grad_bits(self, kind, frac_bits):
+        return 2 * frac_bits if kind == "weight" else frac_bits
+
     def backward(self, party, layer, params, x, grad, needs):
         p = layer.params
         w = params["weight"]
@@ -96,7 +99,7 @@ class Conv2d(Op):
             gp, wt = _input_grad_operands(grad.share, w.share, x.shape[2:], p)
             gx = exact.product(grad._wrap(gp), w._wrap(wt), "conv2d")
         xt, gt = _weight_grad_operands(x.share, grad.share, p)
-        gw = exact.product(x._wrap(xt), grad._wrap(gt), "conv2d")
+        gw = exact.product(x._wrap(xt), grad._wrap(gt), "conv2d", truncate=False)
         kh, kw = p["kernel_size"]
         grads = {"weight": gw[:, :, :kh, :kw].transpose(0, 1).contiguous()}
         if "bias" in params:
@@ -112,7 +115,7 @@ class Conv2d(Op):
             gp, wt = _shapes(_input_grad_operands, out_shape, w, in_shape[2:], layer.params)
             out += exact.product_plan("conv2d", gp, wt, frac_bits)
         xt, gt = _shapes(_weight_grad_operands, in_shape, out_shape, layer.params)
-        return out + exact.product_plan("conv2d", xt, gt, frac_bits)
+        return out + exact.product_plan("conv2d", xt, gt, 0)
 
     def twin_train_forward(self, layer, params, args, frac_bits):
         p = layer.params
@@ -129,7 +132,7 @@ class Conv2d(Op):
             gx = exact.twin_product(gp, wt, frac_bits, "conv2d")
         xt, gt = _weight_grad_operands(x, grad, p)
         kh, kw = p["kernel_size"]
-        gw = exact.twin_product(xt, gt, frac_bits, "conv2d")[:, :, :kh, :kw]
+        gw = exact.twin_product(xt, gt, 0, "conv2d")[:, :, :kh, :kw]
         grads = {"weight": gw.transpose(0, 1).contiguous()}
         if "bias" in params:
             grads["bias"] = grad.sum((0, 2, 3))

@@ -1,7 +1,8 @@
 """``linear``: ``nn.Linear``; one matrix Beaver triple per batch (x @ W^T + b).
 
-Backward: ``dx = dy @ W`` and ``dW = x^T @ dy`` (matrix triples, exact truncation),
-``db = sum(dy)`` (local). The weight is shared as ``W^T`` (``in x out``).
+Backward: ``dx = dy @ W`` (a matrix triple, exact truncation) and ``dW = x^T @ dy``
+(a matrix triple, left at ``2f`` fractional bits: SGD truncates it together with the
+update), ``db = sum(dy)`` (local). The weight is shared as ``W^T`` (``in x out``).
 """
 
 from __future__ import annotations
@@ -64,9 +65,12 @@ class Linear(Op):
         w = tuple(self.param_view(layer, "weight", layer.weight).shape)
         return exact.product_plan("matmul", (batch, *in_shapes[0]), w, frac_bits)
 
+    def grad_bits(self, kind, frac_bits):
+        return 2 * frac_bits if kind == "weight" else frac_bits
+
     def backward(self, party, layer, params, x, grad, needs):
         gx = exact.product(grad, params["weight"].t(), "matmul") if needs[0] else None
-        grads = {"weight": exact.product(x.t(), grad, "matmul")}
+        grads = {"weight": exact.product(x.t(), grad, "matmul", truncate=False)}
         if "bias" in params:
             grads["bias"] = grad.sum(0)
         return [gx], grads
@@ -76,7 +80,7 @@ class Linear(Op):
         out = []
         if needs[0]:
             out += exact.product_plan("matmul", (batch, n_out), (n_out, n_in), frac_bits)
-        return out + exact.product_plan("matmul", (n_in, batch), (batch, n_out), frac_bits)
+        return out + exact.product_plan("matmul", (n_in, batch), (batch, n_out), 0)
 
     def twin_train_forward(self, layer, params, args, frac_bits):
         x = args[0]
@@ -86,7 +90,7 @@ class Linear(Op):
     def twin_backward(self, layer, params, x, grad, needs, frac_bits):
         gx = exact.twin_product(grad, params["weight"].t(), frac_bits, "matmul") \
             if needs[0] else None
-        grads = {"weight": exact.twin_product(x.t(), grad, frac_bits, "matmul")}
+        grads = {"weight": exact.twin_product(x.t(), grad, 0, "matmul")}
         if "bias" in params:
             grads["bias"] = grad.sum(0)
         return [gx], grads
