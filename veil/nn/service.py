@@ -51,6 +51,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 from collections import deque
@@ -182,8 +183,10 @@ class _Listener:
     def _accept_loop(self) -> None:
         while not self._stop.is_set():
             try:
+                # A far deadline: tls_accept gives the handshake what is left of it (up to
+                # HANDSHAKE_TIMEOUT); close() wakes the blocked accept.
                 channel = tls_accept(self._sock, self._creds, self._allowed.keys(),
-                                     timeout=self._timeout, deadline=time.monotonic() + 0.5,
+                                     timeout=self._timeout, deadline=time.monotonic() + 3600,
                                      names=self._allowed)
             except PeerTimeoutError:
                 continue
@@ -214,9 +217,10 @@ class _Listener:
     def close(self) -> None:
         self._stop.set()
         try:
-            self._sock.close()
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the threads blocked in accept
         except OSError:
             pass
+        self._sock.close()
 
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
