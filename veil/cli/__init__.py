@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import typer
 
-from veil.cli import attack, bench, data, demo, dp, fe, models
+from veil.cli import attack, bench, data, demo, dp, fe, models, service
+from veil.cli import he as he_cli
 from veil.cli import keys as keys_cli
-from veil.cli import service
+from veil.cli import train as train_cli
 
 app = typer.Typer(
     name="veil",
@@ -29,6 +30,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(dp.app, name="dp")
 app.add_typer(attack.app, name="attack")
 app.add_typer(fe.app, name="fe")
+app.add_typer(he_cli.app, name="he")
 app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
 app.add_typer(keys_cli.app, name="keys")
@@ -36,6 +38,7 @@ app.command("demo")(demo.demo)
 app.add_typer(service.dealer_app, name="dealer")
 app.command("serve")(service.serve)
 app.command("query")(service.query)
+app.command("train")(train_cli.train)
 
 
 def main() -> None:
