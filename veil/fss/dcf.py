@@ -58,7 +58,7 @@ def _check_beta(beta, num: int, ell: int) -> np.ndarray:
 
 
 def dcf_gen(
-    alpha: np.ndarray, beta, n: int, ell: int, rng: CSPRNG | None = None
+    alpha: np.ndarray, beta, n: int, ell: int, rng: CSPRNG | None = None, leaf: int = 0
 ) -> tuple[TreeKey, TreeKey]:
     """Key pairs for ``N`` comparison functions ``x < alpha[k] -> beta[k]``.
 
@@ -75,7 +75,7 @@ def dcf_gen(
         Randomness for the root seeds (default: this thread's CSPRNG).
     """
     alpha = _check_alpha(alpha, n)
-    return tree.gen("dcf", alpha, _check_beta(beta, alpha.shape[0], ell), n, ell, rng)
+    return tree.gen("dcf", alpha, _check_beta(beta, alpha.shape[0], ell), n, ell, rng, leaf)
 
 
 def dcf_eval(key: TreeKey, x: np.ndarray) -> np.ndarray:

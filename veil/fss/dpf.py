@@ -24,11 +24,11 @@ from veil.fss.key import TreeKey
 
 
 def dpf_gen(
-    alpha: np.ndarray, beta, n: int, ell: int, rng: CSPRNG | None = None
+    alpha: np.ndarray, beta, n: int, ell: int, rng: CSPRNG | None = None, leaf: int = 0
 ) -> tuple[TreeKey, TreeKey]:
     """Key pairs for ``N`` point functions ``x == alpha[k] -> beta[k]`` (see :func:`dcf_gen`)."""
     alpha = _check_alpha(alpha, n)
-    return tree.gen("dpf", alpha, _check_beta(beta, alpha.shape[0], ell), n, ell, rng)
+    return tree.gen("dpf", alpha, _check_beta(beta, alpha.shape[0], ell), n, ell, rng, leaf)
 
 
 def dpf_eval(key: TreeKey, x: np.ndarray) -> np.ndarray:

@@ -83,14 +83,14 @@ def _as_u64(a, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     return a
 
 
-def _take(material: dict, name: str) -> TreeKey:
+def _take(material: dict, name: str, leaf: int = 0) -> TreeKey:
     """Pop the packed key out of ``material`` (single use) and unpack it."""
     parts = {k: material.pop("key_" + k, None) for k in ("seeds", "values", "bits")}
     if any(v is None for v in parts.values()):
         raise KeyReuseError(f"{name} material already used (or has no key): keys are single-use")
     n, ell, width = (int(v) for v in np.asarray(material["shape"])[:3])
     kind = "dpf" if name == "equality" else "dcf"
-    return TreeKey.from_parts(parts, kind, int(material["party"]), n, ell, width)
+    return TreeKey.from_parts(parts, kind, int(material["party"]), n, ell, width, leaf)
 
 
 def _claim_mask(material: dict, name: str) -> None:
@@ -104,7 +104,7 @@ def _claim_mask(material: dict, name: str) -> None:
 
 def _drop_masks(material: dict) -> None:
     """Forget the gate's mask shares once used, so no later call can mask with them again."""
-    for name in ("r", "rw", "c"):
+    for name in ("r", "rw", "c", "a", "e"):
         material.pop(name, None)
 
 
@@ -113,17 +113,64 @@ def _key_fields(key: TreeKey) -> dict[str, np.ndarray]:
 
 
 # -- sign / DReLU / select -------------------------------------------------------------------
+#: Early-termination depth of the lean (1-bit) DCF: its leaf table is one AES block.
+LEAN_LEAF = 7
+#: Material layout version fields of the ``shape`` array (see :func:`sign_keygen`).
+_SHAPE = ("n", "ell", "width", "ring_bits", "relu", "extra", "method", "bits", "lean", "leaf")
+
+
+def lean_leaf(n: int) -> int:
+    """Early-termination depth of a lean DCF on ``n`` bits: :data:`LEAN_LEAF`, or none
+    when the tree is too shallow for a whole-word leaf table (``n < 6``)."""
+    leaf = min(LEAN_LEAF, n)
+    return leaf if leaf >= 6 else 0
+
+
 def sign_width(extra: int = 0, relu: bool = False) -> int:
     """Payload components of a sign gate: ``d``, then ``d·r`` if ``relu``, then ``extra``."""
     return 1 + int(relu) + extra
 
 
+def _check_bits(bits: int | None, ring_bits: int) -> int:
+    bits = ring_bits if bits is None else int(bits)
+    if not 2 <= bits <= ring_bits:
+        raise ValueError(f"bits must be in 2..ring_bits={ring_bits}, got {bits}")
+    return bits
+
+
 def sign_key_bits(ring_bits: int = 64, ell: int | None = None, extra: int = 0,
-                  relu: bool = False, method: str = "exact") -> int:
-    """Bits of the DCF key of one sign gate (without the mask shares)."""
+                  relu: bool = False, method: str = "exact", bits: int | None = None,
+                  lean: bool = False) -> int:
+    """Bits of the DCF key of one sign gate (without the mask shares).
+
+    Example
+    -------
+    >>> sign_key_bits(relu=True, bits=32, lean=True)   # a 31-bit DCF, 1-bit output, leaf 7
+    3400
+    """
+    bits = _check_bits(bits, ring_bits)
+    if lean:
+        return key_bits("dcf", bits - 1, 1, 1, lean_leaf(bits - 1))
     ell = ring_bits if ell is None else ell
-    n = ring_bits - 1 if method == "exact" else min(ARIANN_BITS, ring_bits)
+    n = bits - 1 if method == "exact" else min(ARIANN_BITS, ring_bits)
     return key_bits("dcf", n, ell, sign_width(extra, relu))
+
+
+def sign_material_bytes(ring_bits: int = 64, extra: int = 0, relu: bool = False,
+                        method: str = "exact", bits: int | None = None,
+                        lean: bool = False) -> int:
+    """Bytes one party holds per element for a sign gate: key and mask shares as shipped.
+
+    Example
+    -------
+    >>> sign_material_bytes(relu=True), sign_material_bytes(relu=True, bits=32, lean=True)
+    (2088, 450)
+    """
+    key = (sign_key_bits(ring_bits, None, extra, relu, method, bits, lean) + 7) // 8
+    words = (ring_bits + 7) // 8
+    if lean:  # r, rw; a, a·r, a·rw; the 1-bit share of MSB(r) in one byte
+        return key + words * (1 + extra) + words * (1 + int(relu) + extra) + 1
+    return key + words * (1 + extra) + words * sign_width(extra, relu)
 
 
 def sign_keygen(
@@ -134,6 +181,8 @@ def sign_keygen(
     ell: int | None = None,
     method: str = "exact",
     rng: CSPRNG | None = None,
+    bits: int | None = None,
+    lean: bool = False,
 ) -> tuple[dict, dict]:
     """Dealer: material of ``count`` sign gates for both parties.
 
@@ -144,25 +193,38 @@ def sign_keygen(
     extra:
         Extra operands ``w`` per element whose product ``d·w`` is wanted.
     relu:
-        Also produce ``d·x`` (ReLU) in the same round.
+        Also produce ``d·x`` (ReLU).
     ring_bits:
-        ``n``, the ring of the compared values (2..64).
+        The ring of the shares, masks and outputs (2..64).
     ell:
         Output ring bits (default ``ring_bits``; 1 gives XOR shares of DReLU only).
     method:
         ``"exact"`` (BCG+21) or ``"ariann"`` (AriaNN's DIF on 32 bits; has errors).
+    bits:
+        Compare on the low ``bits`` bits only (default ``ring_bits``): exact whenever the
+        compared value satisfies ``-2^(bits-1) <= x < 2^(bits-1)``, and the DCF then has
+        ``bits - 1`` levels instead of ``ring_bits - 1``.
+    lean:
+        The two-round gate: a DCF with a 1-bit output and early termination
+        (:data:`LEAN_LEAF`), then a second round opening one masked bit per element
+        to select (``d``, ``d·x``, ``d·w``) with a dealer-shared random bit ``ρ``. About
+        4x smaller keys than the one-round gate at ``bits = 32``.
 
     Returns
     -------
     Two dicts of numpy arrays: ``key_seeds``, ``key_values``, ``key_bits`` (the
-    DCF keys, :meth:`TreeKey.to_parts`), ``r`` and ``rw`` (mask
-    shares), ``c`` (shares of ``m·v``), ``shape`` and ``party``.
+    DCF keys, :meth:`TreeKey.to_parts`), ``r`` and ``rw`` (mask shares), ``c``
+    (shares of ``m·v``; lean: XOR shares of ``m``), lean only ``a`` (shares of ``ρ``,
+    ``ρ·r``, ``ρ·rw``), ``shape`` and ``party``.
     """
     rng = rng or default_generator()
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not 2 <= ring_bits <= 64:
         raise ValueError(f"ring_bits must be in 2..64, got {ring_bits}")
+    bits = _check_bits(bits, ring_bits)
+    if lean and (method != "exact" or ell is not None):
+        raise ValueError("the lean sign gate is exact and outputs in the ring (no ell, method)")
     ell = ring_bits if ell is None else ell
     if not 1 <= ell <= 64 or ((relu or extra) and ell != ring_bits):
         raise ValueError("ell must be in 1..64, and equal ring_bits when products are wanted")
@@ -170,14 +232,16 @@ def sign_keygen(
         raise ValueError("count and extra must be non-negative")
     width = sign_width(extra, relu)
     omask = _mask(ell)
+    rmask = _mask(ring_bits)
     r = _u64(rng, (count,), ring_bits)
     rw = _u64(rng, (count, extra), ring_bits)
     v = np.concatenate(
         [np.ones((count, 1), np.uint64)] + ([r[:, None]] if relu else []) + [rw], axis=1
     )
+    leaf = 0
     if method == "exact":
-        n = ring_bits - 1
-        msb = r >> np.uint64(ring_bits - 1)
+        n = bits - 1
+        msb = (r >> np.uint64(bits - 1)) & ONE
         alpha = r & _mask(n)
         beta = ((ONE - (msb << ONE))[:, None] * v) & omask
         const = (msb[:, None] * v) & omask
@@ -187,22 +251,46 @@ def sign_keygen(
         alpha = ~r & _mask(n)
         beta = (np.uint64(0) - v) & omask
         const = v & omask
-    k0, k1 = dcf_gen(alpha, beta, n, ell, rng)
-    shares = []
-    for party, key in ((0, k0), (1, k1)):
-        shares.append({**_key_fields(key), "party": party,
-                       "shape": np.array([n, ell, width, ring_bits, int(relu), extra,
-                                          METHODS.index(method)], dtype=np.int64)})
-    for name, value, bits in (("r", r, ring_bits), ("rw", rw, ring_bits), ("c", const, ell)):
-        s0 = _u64(rng, value.shape, bits)
-        shares[0][name] = s0.view(np.int64)
-        shares[1][name] = ((value - s0) & _mask(bits)).view(np.int64)
+    secret = [("r", r, ring_bits), ("rw", rw, ring_bits)]
+    if lean:
+        leaf = lean_leaf(n)
+        k0, k1 = dcf_gen(alpha, 1, n, 1, rng, leaf=leaf)
+        rho = _u64(rng, (count,), 1)
+        # shares of rho·v = (rho, rho·r, rho·rw): rho's low bits XOR-share rho itself
+        secret += [("a", (rho[:, None] * v) & rmask, ring_bits), ("c", msb, 1)]
+    else:
+        k0, k1 = dcf_gen(alpha, beta, n, ell, rng)
+        secret.append(("c", const, ell))
+    shape = np.array([n, 1 if lean else ell, 1 if lean else width, ring_bits, int(relu), extra,
+                      METHODS.index(method), bits, int(lean), leaf], dtype=np.int64)
+    shares = [{**_key_fields(key), "party": party, "shape": shape.copy()}
+              for party, key in ((0, k0), (1, k1))]
+    for name, value, nb in secret:
+        s0 = _u64(rng, value.shape, nb)
+        s1 = (value - s0) & _mask(nb)
+        if nb == 1:  # XOR shares of a bit, one byte each
+            shares[0][name], shares[1][name] = s0.astype(np.uint8), (value ^ s0).astype(np.uint8)
+        else:
+            shares[0][name], shares[1][name] = s0.view(np.int64), s1.view(np.int64)
     return shares[0], shares[1]
+
+
+def _params(material: dict) -> dict[str, int]:
+    shape = [int(v) for v in material["shape"]]
+    if len(shape) != len(_SHAPE):
+        raise ValueError(f"sign material has a malformed shape record {shape}")
+    return dict(zip(_SHAPE, shape, strict=True))
+
+
+def is_lean(material: dict) -> bool:
+    """Whether sign material is the two-round lean gate (see :func:`sign_keygen`)."""
+    return bool(_params(material)["lean"])
 
 
 def sign_mask(material: dict, x_share, w_shares=None) -> tuple[np.ndarray, np.ndarray]:
     """This party's masked shares to open: ``x_b + r_b`` and ``w_b + rw_b`` (uint64)."""
-    ring_bits, extra = int(material["shape"][3]), int(material["shape"][5])
+    p = _params(material)
+    ring_bits, extra = p["ring_bits"], p["extra"]
     _claim_mask(material, "sign")
     count = material["r"].shape[0]
     x = _as_u64(x_share, "x share", (count,))
@@ -216,38 +304,72 @@ def sign_mask(material: dict, x_share, w_shares=None) -> tuple[np.ndarray, np.nd
     return xm, wm
 
 
-def sign_finish(material: dict, party: int, x_hat, w_hat=None) -> dict[str, np.ndarray]:
-    """Local end of the sign gate after the opening; consumes the material.
-
-    Returns this party's shares (uint64, mod ``2^ell``): ``d`` = DReLU(x) (``1{x > 0}``
-    for ``method="ariann"``), ``dx`` = ``d·x`` if the material has ``relu``, ``dw``
-    = ``d·w`` (``(N, extra)``).
-    """
+def _public_msb(material: dict, party: int, x_hat) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Check the party, reduce ``x̂``; returns the parameters, ``x̂`` and ``u = 1 ⊕ MSB(x̂)``."""
     if party != int(material["party"]):
         raise ValueError(f"material belongs to party {int(material['party'])}, not {party}")
-    shape = [int(v) for v in material["shape"]]
-    n, ell, width, ring_bits, relu, extra, method = shape
+    p = _params(material)
     if "r" not in material:
         raise KeyReuseError("sign material already used: keys and masks are single-use")
     count = material["r"].shape[0]
-    x_hat = _as_u64(x_hat, "x_hat", (count,)) & _mask(ring_bits)
-    key = _take(material, "sign")
-    omask = _mask(ell)
-    p = np.uint64(party)
-    r_share = material["r"].view(np.uint64)[:, None] & omask
-    rw_share = material["rw"].view(np.uint64) & omask
-    vshare = np.concatenate([np.full((count, 1), p)] + ([r_share] if relu else []) + [rw_share],
-                            axis=1)
-    if METHODS[method] == "exact":
-        y = x_hat & _mask(n)
-        u = ONE ^ (x_hat >> np.uint64(ring_bits - 1))
+    x_hat = _as_u64(x_hat, "x_hat", (count,)) & _mask(p["ring_bits"])
+    u = ONE ^ ((x_hat >> np.uint64(p["bits"] - 1)) & ONE)
+    return p, x_hat, u
+
+
+def sign_select_bit(material: dict, party: int, x_hat) -> np.ndarray:
+    """Lean gate, after the first opening: this party's bit to open in the second round.
+
+    ``e_b ⊕ ρ_b`` (uint8), where ``e_b`` is its XOR share of ``MSB(r) ⊕ 1{x̂' < r'}``
+    and ``ρ_b`` of the dealer's random bit; consumes the DCF key.
+    """
+    p, x_hat, _ = _public_msb(material, party, x_hat)
+    if not p["lean"]:
+        raise ValueError("sign_select_bit is for lean sign material (sign_keygen(lean=True))")
+    key = _take(material, "sign", p["leaf"])
+    e = dcf_eval(key, x_hat & _mask(p["n"]))[:, 0].astype(np.uint8)
+    material["e"] = e ^ material.pop("c")
+    return material["e"] ^ (material["a"][:, 0].view(np.uint64) & ONE).astype(np.uint8)
+
+
+def sign_finish(material: dict, party: int, x_hat, w_hat=None,
+                e_hat=None) -> dict[str, np.ndarray]:
+    """Local end of the sign gate after the opening(s); consumes the material.
+
+    ``e_hat``: for lean material, the opened bits of the second round (the XOR of
+    both parties' :func:`sign_select_bit`). Returns this party's shares (uint64, mod
+    ``2^ell``): ``d`` = DReLU(x) (``1{x > 0}`` for ``method="ariann"``), ``dx`` =
+    ``d·x`` if the material has ``relu``, ``dw`` = ``d·w`` (``(N, extra)``).
+    """
+    p, x_hat, u = _public_msb(material, party, x_hat)
+    n, ell, ring_bits = p["n"], p["ell"], p["ring_bits"]
+    relu, extra = p["relu"], p["extra"]
+    count = x_hat.shape[0]
+    b = np.uint64(party)
+    if p["lean"]:
+        if "e" not in material or e_hat is None:
+            raise ValueError("lean sign material needs sign_select_bit and the opened bits")
+        omask = _mask(ring_bits)
+        # d = p ⊕ ρ for the public p = u ⊕ ê, so d·v = p·v + (1 - 2p)·ρ·v (v = 1, r, rw)
+        pub = u ^ (np.asarray(e_hat).astype(np.uint64) & ONE)
+        vshare = _vshare(material, b, relu, omask)
+        dv = (pub[:, None] * vshare
+              + (ONE - (pub << ONE))[:, None] * material["a"].view(np.uint64)) & omask
+        for name in ("a", "e"):
+            material.pop(name)
     else:
-        # e = 1{x̂ <= r} (AriaNN's DIF, "x <= 0" unless x + r wraps); d = 1 ⊕ e = "x > 0"
-        y = ~x_hat & _mask(n)
-        u = np.ones(count, np.uint64)
-    ev = dcf_eval(key, y) + material["c"].view(np.uint64)
+        key = _take(material, "sign", 0)
+        omask = _mask(ell)
+        vshare = _vshare(material, b, relu, omask)
+        if METHODS[p["method"]] == "exact":
+            y = x_hat & _mask(n)
+        else:
+            # e = 1{x̂ <= r} (AriaNN's DIF, "x <= 0" unless x + r wraps); d = 1 ⊕ e = "x > 0"
+            y = ~x_hat & _mask(n)
+            u = np.ones(count, np.uint64)
+        ev = dcf_eval(key, y) + material["c"].view(np.uint64)
+        dv = (u[:, None] * vshare + (ONE - (u << ONE))[:, None] * ev) & omask
     _drop_masks(material)
-    dv = (u[:, None] * vshare + (ONE - (u << ONE))[:, None] * ev) & omask
     out = {"d": dv[:, 0]}
     d = dv[:, :1]
     col = 1
@@ -258,6 +380,15 @@ def sign_finish(material: dict, party: int, x_hat, w_hat=None) -> dict[str, np.n
         w_hat = _as_u64(w_hat, "w_hat", (count, extra)) & _mask(ring_bits)
         out["dw"] = (w_hat * d - dv[:, col:]) & omask
     return out
+
+
+def _vshare(material: dict, b: np.uint64, relu: int, omask: np.uint64) -> np.ndarray:
+    """This party's shares of ``v = (1, r, rw)`` (``r`` only with ``relu``)."""
+    count = material["r"].shape[0]
+    r_share = material["r"].view(np.uint64)[:, None] & omask
+    rw_share = material["rw"].view(np.uint64) & omask
+    return np.concatenate([np.full((count, 1), b)] + ([r_share] if relu else []) + [rw_share],
+                          axis=1)
 
 
 # -- equality ---------------------------------------------------------------------------------

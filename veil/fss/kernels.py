@@ -471,20 +471,22 @@ def _push(row, pos, acc, nacc, v, w):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def pack_bits(vcw, cw_last, tl, tr, ell, with_values):  # pragma: no cover
+def pack_bits(vcw, cw_last, tl, tr, ell, with_values, last_ell):  # pragma: no cover
     """The ``bits`` part of :meth:`TreeKey.to_parts` in one pass, ``(N, b)`` uint8.
 
     Per key, little bit order: when ``with_values``, the value corrections level
     by level (``vcw`` ``(n, N, m_v)``) and the final words (``cw_last`` ``(N, m)``),
-    ``ell`` bits each; then the ``n`` bits of ``tl`` and the ``n`` of ``tr``
+    ``ell`` bits each (``last_ell`` for the final words: 64 for a packed leaf table);
+    then the ``n`` bits of ``tl`` and the ``n`` of ``tr``
     ``(n, N)``. Same bytes as ``np.packbits`` of the concatenated bit rows.
     """
     n, num = tl.shape
     mv, m = vcw.shape[2], cw_last.shape[1]
-    nv = (n * mv + m) if with_values else 0
-    nbytes = (nv * ell + 2 * n + 7) // 8
+    nvbits = (n * mv * ell + m * last_ell) if with_values else 0
+    nbytes = (nvbits + 2 * n + 7) // 8
     out = np.empty((num, nbytes), np.uint8)
     vmask = _ALL if ell == 64 else (_ONE << np.uint64(ell)) - _ONE
+    lmask = _ALL if last_ell == 64 else (_ONE << np.uint64(last_ell)) - _ONE
     for k in range(num):
         row = out[k]
         pos = 0
@@ -495,7 +497,7 @@ def pack_bits(vcw, cw_last, tl, tr, ell, with_values):  # pragma: no cover
                 for j in range(mv):
                     pos, acc, nacc = _push(row, pos, acc, nacc, vcw[i, k, j] & vmask, ell)
             for j in range(m):
-                pos, acc, nacc = _push(row, pos, acc, nacc, cw_last[k, j] & vmask, ell)
+                pos, acc, nacc = _push(row, pos, acc, nacc, cw_last[k, j] & lmask, last_ell)
         for i in range(n):
             pos, acc, nacc = _push(row, pos, acc, nacc, np.uint64(tl[i, k]) & _ONE, 1)
         for i in range(n):

@@ -40,19 +40,47 @@ class KeyReuseError(RuntimeError):
     """Raised when single-use FSS key material is evaluated a second time."""
 
 
-def key_bits(kind: str, n: int, ell: int, width: int = 1) -> int:
+#: Largest supported early-termination depth (a leaf table of ``2^leaf`` entries).
+MAX_LEAF = 10
+
+
+def check_leaf(n: int, ell: int, leaf: int, width: int = 1) -> None:
+    """Refuse an early-termination depth the key layout does not support."""
+    if not 0 <= leaf <= min(n, MAX_LEAF):
+        raise ValueError(f"leaf must be in 0..min(n, {MAX_LEAF}) = {min(n, MAX_LEAF)}, got {leaf}")
+    if leaf and ell == 64:
+        raise ValueError("early termination (leaf > 0) is for small outputs (ell < 64): a "
+                         "64-bit leaf table costs more than the levels it saves")
+    if leaf and (width * ell << leaf) % 64:
+        raise ValueError(f"a leaf table of 2^{leaf} entries of {width}x{ell} bits must fill "
+                         "whole 64-bit words")
+
+
+def leaf_words(ell: int, width: int, leaf: int) -> int:
+    """64-bit words of a packed leaf table (0 without early termination)."""
+    return (width * ell << leaf) // 64 if leaf else 0
+
+
+def key_bits(kind: str, n: int, ell: int, width: int = 1, leaf: int = 0) -> int:
     """Exact size in bits of one key (one party, one function).
+
+    ``leaf`` is the early-termination depth: the tree stops ``leaf`` levels early and
+    the last seed expands into a table of ``2^leaf`` outputs (Boyle-Gilboa-Ishai's
+    early termination; Orca's DCF uses ``leaf = 7`` with a 1-bit output: one AES block).
 
     Example
     -------
     >>> key_bits("dcf", 31, 1)   # the BCG+21 DReLU key for 32-bit inputs
     4190
+    >>> key_bits("dcf", 31, 1, leaf=7)   # the same with early termination
+    3400
     """
     payload = width * ell
+    levels = n - leaf
     if kind == "dcf":
-        return n * (LAMBDA + payload + 2) + LAMBDA + payload
+        return levels * (LAMBDA + payload + 2) + LAMBDA + (payload << leaf)
     if kind == "dpf":
-        return n * (LAMBDA + 2) + LAMBDA + payload
+        return levels * (LAMBDA + 2) + LAMBDA + (payload << leaf)
     raise ValueError(f"unknown key kind {kind!r}")
 
 
@@ -82,7 +110,12 @@ def _bits_field(bits: np.ndarray, f: int, ell: int) -> np.ndarray:
 
 @dataclass
 class TreeKey:
-    """One party's batch of ``N`` DPF or DCF keys (see the module docstring)."""
+    """One party's batch of ``N`` DPF or DCF keys (see the module docstring).
+
+    With early termination (``leaf > 0``) the tree has ``n - leaf`` levels and
+    ``cw_last`` is the leaf table's correction, packed: ``(N, w)`` uint64 words,
+    entry ``j`` component ``i`` at bit ``(j·m + i)·ell``.
+    """
 
     kind: str
     party: int
@@ -98,6 +131,8 @@ class TreeKey:
     #: Optional buffers that the fields are views of, in the layout of :meth:`to_parts`.
     seeds_buf: np.ndarray | None = field(default=None, repr=False)
     values_buf: np.ndarray | None = field(default=None, repr=False)
+    #: Early-termination depth: ``n - leaf`` tree levels, ``cw_last`` the packed leaf table.
+    leaf: int = 0
     _consumed: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -107,6 +142,12 @@ class TreeKey:
             raise ValueError("party must be 0 or 1")
         if not 1 <= self.n <= 64 or not 1 <= self.ell <= 64:
             raise ValueError(f"need 1 <= n, ell <= 64, got n={self.n}, ell={self.ell}")
+        check_leaf(self.n, self.ell, self.leaf, self.width)
+
+    @property
+    def levels(self) -> int:
+        """Tree levels walked (``n - leaf``)."""
+        return self.n - self.leaf
 
     @property
     def count(self) -> int:
@@ -116,7 +157,7 @@ class TreeKey:
     @property
     def bits(self) -> int:
         """Exact size in bits of one key of this batch."""
-        return key_bits(self.kind, self.n, self.ell, self.width)
+        return key_bits(self.kind, self.n, self.ell, self.width, self.leaf)
 
     @property
     def nbytes(self) -> int:
@@ -146,6 +187,16 @@ class TreeKey:
                 "key is never serialised again (keys are single-use)")
 
     # -- bit-packed format ----------------------------------------------------------------
+    def _value_bits(self) -> np.ndarray:
+        """(N, b) uint8 bits of the value corrections and the final word(s), in key order."""
+        if not self.leaf:
+            return _field_bits(self._per_key_values(), self.ell)
+        parts = [_field_bits(np.ascontiguousarray(self.cw_last), 64)]
+        if self.kind == "dcf":
+            vcw = self.vcw.transpose(1, 0, 2).reshape(self.count, -1)
+            parts.insert(0, _field_bits(vcw, self.ell))
+        return np.concatenate(parts, axis=1)
+
     def _per_key_values(self) -> np.ndarray:
         """(N, nvals) uint64: value corrections level by level, then the final word."""
         num = self.count
@@ -166,18 +217,35 @@ class TreeKey:
         num = self.count
         seeds = np.concatenate([self.seed[None], self.scw], axis=0).transpose(1, 0, 2)
         parts = [np.ascontiguousarray(seeds).reshape(num, -1).view(np.uint8)]
-        vals = self._per_key_values()
+        vals = None if self.leaf else self._per_key_values()
         tbits = np.concatenate([self.tl.T, self.tr.T], axis=1)
-        if self.ell % 8 == 0:
+        if self.ell % 8 == 0 and not self.leaf:
             byte_vals = np.ascontiguousarray(vals).view(np.uint8).reshape(num, vals.shape[1], 8)
             parts.append(byte_vals[:, :, : self.ell // 8].reshape(num, -1))
             parts.append(np.packbits(tbits, axis=1, bitorder="little"))
         else:
-            bits = np.concatenate([_field_bits(vals, self.ell), tbits], axis=1)
+            bits = np.concatenate([self._value_bits(), tbits], axis=1)
             parts.append(np.packbits(bits, axis=1, bitorder="little"))
         out = np.ascontiguousarray(np.concatenate(parts, axis=1))
         assert out.shape[1] == self.nbytes
         return out
+
+    @classmethod
+    def _values_from_bits(cls, bits: np.ndarray, kind: str, n: int, ell: int, width: int,
+                          leaf: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Value corrections and final word(s) from a key's bit row; also the bits used."""
+        if not leaf:
+            nvals = (width * n if kind == "dcf" else 0) + width
+            vcw, cw_last = cls._split_values(_bits_field(bits[:, :nvals * ell], nvals, ell),
+                                             kind, n, width)
+            return vcw, cw_last, nvals * ell
+        nv = width * n if kind == "dcf" else 0
+        words = leaf_words(ell, width, leaf)
+        vcw = _bits_field(bits[:, :nv * ell], nv, ell)
+        vcw = np.ascontiguousarray(vcw.reshape(bits.shape[0], n, width if kind == "dcf" else 0)
+                                   .transpose(1, 0, 2))
+        cw_last = _bits_field(bits[:, nv * ell:nv * ell + 64 * words], words, 64)
+        return vcw, cw_last, nv * ell + 64 * words
 
     @staticmethod
     def _split_values(vals: np.ndarray, kind: str, n: int, width: int):
@@ -190,10 +258,13 @@ class TreeKey:
 
     @classmethod
     def unpack(
-        cls, data: np.ndarray, kind: str, party: int, n: int, ell: int, width: int = 1
+        cls, data: np.ndarray, kind: str, party: int, n: int, ell: int, width: int = 1,
+        leaf: int = 0,
     ) -> TreeKey:
         """Rebuild a batch from :meth:`pack` output (checks the byte length)."""
-        expect = (key_bits(kind, n, ell, width) + 7) // 8
+        check_leaf(n, ell, leaf, width)
+        expect = (key_bits(kind, n, ell, width, leaf) + 7) // 8
+        full_n, n = n, n - leaf
         data = np.asarray(data)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != expect:
             raise ValueError(
@@ -204,22 +275,22 @@ class TreeKey:
         seed_bytes = 16 * (n + 1)
         seeds = np.ascontiguousarray(data[:, :seed_bytes]).view(np.uint64).reshape(num, n + 1, 2)
         seeds = np.ascontiguousarray(seeds.transpose(1, 0, 2))
-        nvals = width * (n + 1) if kind == "dcf" else width
+        nvals = (width * n if kind == "dcf" else 0) + width
         rest = data[:, seed_bytes:]
-        if ell % 8 == 0:
+        if ell % 8 == 0 and not leaf:
             vb = ell // 8
             raw = np.zeros((num, nvals, 8), dtype=np.uint8)
             raw[:, :, :vb] = rest[:, : nvals * vb].reshape(num, nvals, vb)
             vals = raw.view(np.uint64).reshape(num, nvals)
             tbits = np.unpackbits(rest[:, nvals * vb :], axis=1, bitorder="little")[:, : 2 * n]
+            vcw, cw_last = cls._split_values(vals, kind, n, width)
         else:
             bits = np.unpackbits(rest, axis=1, bitorder="little")
-            vals = _bits_field(bits[:, : nvals * ell], nvals, ell)
-            tbits = bits[:, nvals * ell : nvals * ell + 2 * n]
-        vcw, cw_last = cls._split_values(vals, kind, n, width)
-        return cls(kind=kind, party=party, n=n, ell=ell, width=width, seed=seeds[0],
+            vcw, cw_last, used = cls._values_from_bits(bits, kind, n, ell, width, leaf)
+            tbits = bits[:, used:used + 2 * n]
+        return cls(kind=kind, party=party, n=full_n, ell=ell, width=width, seed=seeds[0],
                    scw=seeds[1:], vcw=vcw, tl=np.ascontiguousarray(tbits[:, :n].T),
-                   tr=np.ascontiguousarray(tbits[:, n:].T), cw_last=cw_last)
+                   tr=np.ascontiguousarray(tbits[:, n:].T), cw_last=cw_last, leaf=leaf)
 
     def to_parts(self) -> dict[str, np.ndarray]:
         """The same bits as :meth:`pack`, as three arrays in the evaluation layout.
@@ -233,7 +304,7 @@ class TreeKey:
         :meth:`from_parts` rebuilds the keys as views, without copies.
         """
         self._refuse_if_consumed()
-        num, n = self.count, self.n
+        num, n = self.count, self.levels
         if self.seeds_buf is not None:
             seeds = self.seeds_buf
         else:
@@ -252,32 +323,36 @@ class TreeKey:
         if fast:
             vcw = self.vcw if self.kind == "dcf" else self.vcw[:, :, :0]
             bits = kernels.pack_bits(vcw, self.cw_last, self.tl, self.tr, self.ell,
-                                     self.ell != 64)
+                                     self.ell != 64, 64 if self.leaf else self.ell)
         elif self.ell == 64:
             bits = np.packbits(tbits, axis=1, bitorder="little")
         else:
-            bits = np.packbits(np.concatenate([_field_bits(self._per_key_values(), self.ell),
-                                               tbits], axis=1), axis=1, bitorder="little")
+            bits = np.packbits(np.concatenate([self._value_bits(), tbits], axis=1), axis=1,
+                               bitorder="little")
         assert seeds.shape == (n + 1, num, 2)
         return {"seeds": np.ascontiguousarray(seeds).view(np.int64),
                 "values": np.ascontiguousarray(values).view(np.int64), "bits": bits}
 
     @classmethod
     def from_parts(cls, parts: dict, kind: str, party: int, n: int, ell: int,
-                   width: int = 1) -> TreeKey:
+                   width: int = 1, leaf: int = 0) -> TreeKey:
         """Rebuild a batch from :meth:`to_parts` (checks every shape)."""
+        check_leaf(n, ell, leaf, width)
+        full_n, n = n, n - leaf
         seeds, values, bits = (np.asarray(parts[k]) for k in ("seeds", "values", "bits"))
         num = seeds.shape[1] if seeds.ndim == 3 else -1
-        nvals = width * (n + 1) if kind == "dcf" else width
+        nvbits = ((width * n if kind == "dcf" else 0) * ell
+                  + (64 * leaf_words(ell, width, leaf) if leaf else width * ell))
         levels = (n + 1 if kind == "dcf" else 1) if ell == 64 else 0
-        nbits = 2 * n + (0 if ell == 64 else nvals * ell)
+        nbits = 2 * n + (0 if ell == 64 else nvbits)
         if (seeds.shape != (n + 1, num, 2) or seeds.dtype != np.int64
                 or values.shape != (levels, num, width) or values.dtype != np.int64
                 or bits.shape != (num, (nbits + 7) // 8) or bits.dtype != np.uint8):
-            raise ValueError(f"{kind} key parts for n={n}, ell={ell}, width={width} have the "
+            raise ValueError(f"{kind} key parts for n={full_n}, ell={ell}, width={width}, "
+                             f"leaf={leaf} have the "
                              f"wrong shapes: {seeds.shape}, {values.shape}, {bits.shape}")
         seeds = seeds.view(np.uint64)
-        toff = 0 if ell == 64 else nvals * ell  # first control bit
+        toff = 0 if ell == 64 else nvbits  # first control bit
         if ell == 64:
             vals = values.view(np.uint64)
             if kind == "dcf":
@@ -286,13 +361,12 @@ class TreeKey:
                 vcw, cw_last = np.zeros((n, num, 0), dtype=np.uint64), vals[0]
         else:
             tb = np.unpackbits(bits[:, : (toff + 7) // 8], axis=1, bitorder="little")
-            vcw, cw_last = cls._split_values(_bits_field(tb[:, :toff], nvals, ell),
-                                             kind, n, width)
+            vcw, cw_last, _ = cls._values_from_bits(tb, kind, n, ell, width, leaf)
         if kernels.AVAILABLE:
             tl, tr = kernels.unpack_control(np.ascontiguousarray(bits), toff, n)
         else:
             tbits = np.unpackbits(bits, axis=1, bitorder="little")[:, toff : toff + 2 * n]
             tl = np.ascontiguousarray(tbits[:, :n].T)
             tr = np.ascontiguousarray(tbits[:, n:].T)
-        return cls(kind=kind, party=party, n=n, ell=ell, width=width, seed=seeds[0],
-                   scw=seeds[1:], vcw=vcw, tl=tl, tr=tr, cw_last=cw_last)
+        return cls(kind=kind, party=party, n=full_n, ell=ell, width=width, seed=seeds[0],
+                   scw=seeds[1:], vcw=vcw, tl=tl, tr=tr, cw_last=cw_last, leaf=leaf)

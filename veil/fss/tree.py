@@ -12,11 +12,15 @@ This module is the engine; use :mod:`veil.fss.dcf` and :mod:`veil.fss.dpf`.
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from veil.csprng import CSPRNG, default_generator
 from veil.fss import kernels, native
-from veil.fss.key import TreeKey
+from veil.fss.key import TreeKey, _field_bits, check_leaf, leaf_words
 from veil.fss.prg import MMO, per_thread
 
 #: Use the fused numba kernels (set to False to run the numpy reference path).
@@ -103,6 +107,102 @@ def _convert(seeds: np.ndarray, width: int, ell: int) -> np.ndarray:
     return _fields(words, 0, width, ell)
 
 
+def _prefix_words(a: np.ndarray, words: int, point: bool) -> np.ndarray:
+    """``(N, words)`` bit tables: bits ``j < a`` set (``point``: only bit ``j = a``)."""
+    base = 64 * np.arange(words, dtype=np.int64)[None, :]
+    c = a.astype(np.int64)[:, None] - base
+    if point:
+        inside = (c >= 0) & (c < 64)
+        return np.where(inside, ONE << (c.clip(0, 63).astype(np.uint64)), np.uint64(0))
+    full = c >= 64
+    part = (ONE << c.clip(0, 63).astype(np.uint64)) - ONE
+    return np.where(full, np.uint64(0xFFFFFFFFFFFFFFFF), np.where(c > 0, part, np.uint64(0)))
+
+
+def _pack_fields(fields: np.ndarray, ell: int) -> np.ndarray:
+    """``(N, F)`` ``ell``-bit fields -> ``(N, F·ell/64)`` uint64 words, little-endian."""
+    bits = np.packbits(_field_bits(fields, ell), axis=1, bitorder="little")
+    return np.ascontiguousarray(bits).view(np.uint64)
+
+
+def _final_cw(dcf: bool, s: np.ndarray, t1: np.ndarray, v_alpha: np.ndarray, beta: np.ndarray,
+              ell: int, leaf: int, alpha_lo: np.ndarray | None) -> np.ndarray:
+    """The output correction from both parties' last seeds ``s`` ``(2N, 2)``.
+
+    On the special path the two parties' outputs must add up to the target ``T``: 0
+    for a DCF without early termination (``x = alpha`` is not below ``alpha``), ``beta``
+    for a DPF, and with a leaf table of ``2^leaf`` entries ``T[j] = beta·1{j < alpha_lo}``
+    (DCF) or ``beta·1{j = alpha_lo}`` (DPF). The accumulated ``v_alpha`` is subtracted.
+    Without a leaf: ``(N, m)`` fields; with one: the packed table ``(N, words)``.
+    """
+    num, width = beta.shape
+    sign = ONE - (t1 << ONE)
+    if not leaf:
+        conv = _convert(s, width, ell)
+        target = -v_alpha if dcf else beta.copy()
+        target += conv[num:]
+        target -= conv[:num]
+        target *= _widen(sign, width)
+        target &= _ring_mask(ell)
+        return target
+    words = leaf_words(ell, width, leaf)
+    blocks = _blocks_for(64 * words)
+    conv = _prg(blocks, _CONVERT_FIRST).expand_many(s, 0, blocks)[:, :words]
+    if ell == 1 and width == 1:
+        # Z_2: sums are XORs and the sign is 1, so the table stays packed throughout.
+        table = _prefix_words(alpha_lo, words, point=not dcf)
+        table &= (np.uint64(0) - (beta[:, :1] & ONE))
+        if dcf:
+            table ^= np.uint64(0) - (v_alpha[:, :1] & ONE)
+        table ^= conv[:num]
+        table ^= conv[num:]
+        return table
+    entries = width << leaf
+    j = np.arange(1 << leaf, dtype=np.uint64)[None, :]
+    hit = (j < alpha_lo[:, None]) if dcf else (j == alpha_lo[:, None])
+    target = (hit.astype(np.uint64)[:, :, None] * beta[:, None, :])
+    if dcf:
+        target -= v_alpha[:, None, :]
+    target = target.reshape(num, entries)
+    padded = np.zeros((2 * num, words + 1), np.uint64)  # a spare word for _fields' spill read
+    padded[:, :words] = conv
+    fields = _fields(padded, 0, entries, ell)
+    target += fields[num:]
+    target -= fields[:num]
+    target *= _widen(sign, entries)
+    target &= _ring_mask(ell)
+    return _pack_fields(target, ell)
+
+
+def _leaf_pick(words: np.ndarray, idx: np.ndarray, width: int, ell: int) -> np.ndarray:
+    """Entry ``idx[k]`` ``(N, m)`` of each row's packed table of ``m``-vectors of ``ell`` bits."""
+    rows = np.arange(words.shape[0])
+    out = np.empty((words.shape[0], width), dtype=np.uint64)
+    for j in range(width):
+        off = (idx * np.uint64(width) + np.uint64(j)) * np.uint64(ell)
+        w = (off >> np.uint64(6)).astype(np.intp)
+        sh = off & np.uint64(63)
+        v = words[rows, w] >> sh
+        if 64 % ell:  # a field may straddle two words
+            nxt = words[rows, np.minimum(w + 1, words.shape[1] - 1)]
+            spill = sh + np.uint64(ell) > np.uint64(64)
+            v |= np.where(spill, nxt << ((np.uint64(64) - sh) & np.uint64(63)), np.uint64(0))
+        out[:, j] = v & _ring_mask(ell) if ell < 64 else v
+    return out
+
+
+def _leaf_output(s: np.ndarray, t: np.ndarray, cw_last: np.ndarray, x_lo: np.ndarray | None,
+                 width: int, ell: int, leaf: int) -> np.ndarray:
+    """``Convert(s)[x_lo] + t·cw_last[x_lo]`` ``(N, m)`` (the whole word when ``leaf = 0``)."""
+    if not leaf:
+        return _convert(s, width, ell) + _widen(t, width) * cw_last
+    words = leaf_words(ell, width, leaf)
+    blocks = _blocks_for(64 * words)
+    conv = _prg(blocks, _CONVERT_FIRST).expand_many(s, 0, blocks)
+    return _leaf_pick(conv, x_lo, width, ell) + _widen(t, width) * _leaf_pick(cw_last, x_lo,
+                                                                              width, ell)
+
+
 def _select(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``b`` where ``mask`` is all-ones, ``a`` where it is zero (branch-free).
 
@@ -126,14 +226,21 @@ def _random_seeds(rng: CSPRNG, num: int) -> np.ndarray:
     return np.frombuffer(rng.random_bytes(16 * num), dtype=np.uint64).reshape(num, 2).copy()
 
 
-def _gen_chunk_fused(kind, alpha, beta, n, ell, rng, out=None):
-    """Fused keygen of one chunk; writes into ``out = (key0, key1, lo)`` when given."""
+def _gen_chunk_fused(kind, alpha, beta, n, ell, rng, out=None, leaf=0, alpha_lo=None):
+    """Fused keygen of one chunk; writes into ``out = (key0, key1, lo)`` when given.
+
+    ``n`` is the number of tree levels and ``alpha`` their bits (``alpha >> leaf``);
+    ``alpha_lo`` the low ``leaf`` bits for the leaf table.
+    """
     num, width = beta.shape
     dcf = kind == "dcf"
     lw = width if dcf else 0
     level = _Level(lw, ell)
     blocks = 2 + level.vblocks
-    seed0, seed1 = _random_seeds(rng, num), _random_seeds(rng, num)
+    if out is not None:  # root seeds already drawn into the keys
+        seed0, seed1 = out[0].seed[out[2]:out[2] + num], out[1].seed[out[2]:out[2] + num]
+    else:
+        seed0, seed1 = _random_seeds(rng, num), _random_seeds(rng, num)
     s0, s1 = seed0.copy(), seed1.copy()
     t0, t1 = np.zeros(num, np.uint64), np.ones(num, np.uint64)
     v_alpha = np.zeros((num, width), dtype=np.uint64)
@@ -164,20 +271,13 @@ def _gen_chunk_fused(kind, alpha, beta, n, ell, rng, out=None):
             level.prg.encrypt_into(s1, j, enc1[j])
         kernels.gen_level(s0, s1, enc0, enc1, alpha, n - 1 - i, t0, t1, v_alpha, beta, lw, ell,
                           dcf, mode, scw[i], vcw[i], tl[i], tr[i])
-    conv = _convert(np.concatenate([s0, s1]), width, ell)
-    sign = _widen(ONE - (t1 << ONE), width)
-    if dcf:
-        cw_last = sign * (conv[num:] - conv[:num] - v_alpha)
-    else:
-        cw_last = sign * (beta - conv[:num] + conv[num:])
-    cw_last &= _ring_mask(ell)
+    cw_last = _final_cw(dcf, np.concatenate([s0, s1]), t1, v_alpha, beta, ell, leaf, alpha_lo)
     if out is not None:
         k0, k1, lo = out
-        k0.seed[lo:lo + num], k1.seed[lo:lo + num] = seed0, seed1
         k0.cw_last[lo:lo + num] = cw_last
         return None
     return tuple(
-        TreeKey(kind, b, n, ell, width, seed, scw, vcw, tl, tr, cw_last)
+        TreeKey(kind, b, n + leaf, ell, width, seed, scw, vcw, tl, tr, cw_last, leaf=leaf)
         for b, seed in ((0, seed0), (1, seed1))
     )
 
@@ -189,20 +289,26 @@ def _gen_chunk(
     n: int,
     ell: int,
     rng: CSPRNG | None = None,
+    leaf: int = 0,
+    alpha_lo: np.ndarray | None = None,
 ) -> tuple[TreeKey, TreeKey]:
     """Keys of ``N`` point (``kind="dpf"``) or comparison (``"dcf"``) functions.
 
-    ``alpha``: ``(N,)`` uint64 with ``n`` significant bits; ``beta``: ``(N, m)`` uint64.
+    ``alpha``: ``(N,)`` uint64 with ``n`` significant bits (the tree levels; the low
+    ``leaf`` bits are in ``alpha_lo``); ``beta``: ``(N, m)`` uint64.
     """
-    rng = rng or default_generator()
-    if USE_KERNELS:
-        return _gen_chunk_fused(kind, alpha, beta, n, ell, rng)
+    if isinstance(rng, tuple):  # root seeds drawn by the caller
+        seed0, seed1 = rng
+    else:
+        rng = rng or default_generator()
+        if USE_KERNELS:
+            return _gen_chunk_fused(kind, alpha, beta, n, ell, rng, leaf=leaf, alpha_lo=alpha_lo)
+        seed0, seed1 = _random_seeds(rng, alpha.shape[0]), _random_seeds(rng, alpha.shape[0])
     num, width = beta.shape
     dcf = kind == "dcf"
     mask = _ring_mask(ell)
     level = _Level(width if dcf else 0, ell)
     payload = width * ell if dcf else 0
-    seed0, seed1 = _random_seeds(rng, num), _random_seeds(rng, num)
     s = np.concatenate([seed0, seed1])
     t = np.concatenate([np.zeros(num, np.uint64), np.ones(num, np.uint64)])
     v_alpha = np.zeros((num, width), dtype=np.uint64)
@@ -248,18 +354,38 @@ def _gen_chunk(
         s ^= cw_s2
         t = t_keep ^ (t & np.concatenate([cw_t_keep, cw_t_keep]))
         scw[i], tl[i], tr[i] = cw_s, cw_tl, cw_tr
-    conv = _convert(s, width, ell)
-    sign = (ONE - (t[num:] << ONE))[:, None]
-    if dcf:
-        cw_last = sign * (conv[num:] - conv[:num] - v_alpha)
-    else:
-        cw_last = sign * (beta - conv[:num] + conv[num:])
-    cw_last &= mask
+    cw_last = _final_cw(dcf, s, t[num:], v_alpha, beta, ell, leaf, alpha_lo)
     keys = tuple(
-        TreeKey(kind, b, n, ell, width, seed, scw, vcw, tl, tr, cw_last)
+        TreeKey(kind, b, n + leaf, ell, width, seed, scw, vcw, tl, tr, cw_last, leaf=leaf)
         for b, seed in ((0, seed0), (1, seed1))
     )
     return keys  # type: ignore[return-value]
+
+
+def workers() -> int:
+    """Threads used by key generation: every core this process may run on.
+
+    ``VEIL_FSS_THREADS`` overrides it (1: generate on the calling thread only).
+    """
+    env = os.environ.get("VEIL_FSS_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers != size:  # noqa: SLF001
+            _POOL = ThreadPoolExecutor(size, thread_name_prefix="veil-fss-gen")
+        return _POOL
 
 
 def gen(
@@ -269,45 +395,75 @@ def gen(
     n: int,
     ell: int,
     rng: CSPRNG | None = None,
+    leaf: int = 0,
 ) -> tuple[TreeKey, TreeKey]:
     """Keys of ``N`` point (``kind="dpf"``) or comparison (``"dcf"``) functions.
 
-    ``alpha``: ``(N,)`` uint64 with ``n`` significant bits; ``beta``: ``(N, m)`` uint64.
-    Generated in cache-sized chunks.
+    ``alpha``: ``(N,)`` uint64 with ``n`` significant bits; ``beta``: ``(N, m)`` uint64;
+    ``leaf``: early-termination depth (the tree has ``n - leaf`` levels). Generated in
+    cache-sized chunks, on every core (:func:`workers`): the compiled walk releases the
+    GIL, and each chunk writes straight into the keys' transport buffers.
     """
     rng = rng or default_generator()
     num = alpha.shape[0]
     width = beta.shape[1]
+    check_leaf(n, ell, leaf, width)
+    levels = n - leaf
+    alpha_hi = alpha >> np.uint64(leaf)
+    alpha_lo = alpha & _ring_mask(leaf) if leaf else None
     # Keys are built in the buffers of their transport form (TreeKey.to_parts): each party's
     # (root seed | seed corrections) rows, and one buffer of public value corrections.
-    seeds = [np.empty((n + 1, num, 2), np.uint64) for _ in (0, 1)]
-    if kind == "dcf":
-        values = np.zeros((n + 1, num, width), np.uint64)
-        vcw, cw_last = values[:n], values[n]
+    seeds = [np.empty((levels + 1, num, 2), np.uint64) for _ in (0, 1)]
+    if kind == "dcf" and not leaf:
+        values = np.zeros((levels + 1, num, width), np.uint64)
+        vcw, cw_last = values[:levels], values[levels]
+    elif leaf:
+        values = None
+        vcw = np.zeros((levels, num, width if kind == "dcf" else 0), np.uint64)
+        cw_last = np.zeros((num, leaf_words(ell, width, leaf)), np.uint64)
     else:
         values = np.zeros((1, num, width), np.uint64)
-        vcw, cw_last = np.zeros((n, num, 0), np.uint64), values[0]
-    tl, tr = np.empty((n, num), np.uint8), np.empty((n, num), np.uint8)
+        vcw = np.zeros((levels, num, width if kind == "dcf" else 0), np.uint64)
+        cw_last = values[0]
+    tl, tr = np.empty((levels, num), np.uint8), np.empty((levels, num), np.uint8)
     out = [TreeKey(kind, b, n, ell, width, seeds[b][0], seeds[b][1:], vcw, tl, tr,
-                   cw_last, seeds_buf=seeds[b], values_buf=values) for b in (0, 1)]
-    for lo in range(0, num, GEN_CHUNK):
+                   cw_last, seeds_buf=seeds[b], values_buf=values if ell == 64 else None,
+                   leaf=leaf) for b in (0, 1)]
+    # The root seeds come from the caller's generator here, in order, so the threads below
+    # never share it.
+    out[0].seed[:] = _random_seeds(rng, num)
+    out[1].seed[:] = _random_seeds(rng, num)
+
+    def chunk(lo: int) -> None:
         hi = min(lo + GEN_CHUNK, num)
+        a_lo = alpha_lo[lo:hi] if leaf else None
         if USE_KERNELS:
-            _gen_chunk_fused(kind, alpha[lo:hi], beta[lo:hi], n, ell, rng, (out[0], out[1], lo))
+            _gen_chunk_fused(kind, alpha_hi[lo:hi], beta[lo:hi], levels, ell, None,
+                             (out[0], out[1], lo), leaf, a_lo)
         else:
-            parts = _gen_chunk(kind, alpha[lo:hi], beta[lo:hi], n, ell, rng)
+            parts = _gen_chunk(kind, alpha_hi[lo:hi], beta[lo:hi], levels, ell,
+                               (out[0].seed[lo:hi], out[1].seed[lo:hi]), leaf, a_lo)
             for key, part in zip(out, parts, strict=True):
-                key.seed[lo:hi], key.scw[:, lo:hi] = part.seed, part.scw
+                key.scw[:, lo:hi] = part.scw
                 key.vcw[:, lo:hi] = part.vcw
                 key.tl[:, lo:hi], key.tr[:, lo:hi] = part.tl, part.tr
                 key.cw_last[lo:hi] = part.cw_last
         out[1].scw[:, lo:hi] = out[0].scw[:, lo:hi]  # the seed corrections are in both keys
+
+    starts = range(0, num, GEN_CHUNK)
+    threads = min(workers(), len(starts))
+    if threads > 1 and USE_NATIVE_AES:
+        list(_pool(threads).map(chunk, starts))
+    else:
+        for lo in starts:
+            chunk(lo)
     return out[0], out[1]
 
 
-def _eval_chunk_fused(key: TreeKey, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+def _eval_chunk_fused(key: TreeKey, x: np.ndarray, lo: int, hi: int,
+                      x_lo: np.ndarray | None) -> np.ndarray:
     dcf = key.kind == "dcf"
-    width, ell, n = key.width, key.ell, key.n
+    width, ell, n = key.width, key.ell, key.levels
     lw = width if dcf else 0
     level = _Level(lw, ell)
     blocks = 2 + level.vblocks
@@ -330,17 +486,21 @@ def _eval_chunk_fused(key: TreeKey, x: np.ndarray, lo: int, hi: int) -> np.ndarr
             level.prg.encrypt_into(s, j, enc[j])
         kernels.eval_level(s, enc, x, n - 1 - i, t, acc, key.scw[i, lo:hi], key.vcw[i, lo:hi],
                            key.tl[i, lo:hi], key.tr[i, lo:hi], lw, ell, dcf, mode)
-    acc += _convert(s, width, ell) + _widen(t, width) * key.cw_last[lo:hi]
+    acc += _leaf_output(s, t, key.cw_last[lo:hi], None if x_lo is None else x_lo[lo:hi],
+                        width, ell, key.leaf)
     if key.party:
         acc = -acc
     return acc & _ring_mask(ell)
 
 
-def _eval_chunk(key: TreeKey, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+def _eval_chunk(key: TreeKey, x: np.ndarray, lo: int, hi: int,
+                x_lo: np.ndarray | None = None) -> np.ndarray:
+    """This party's outputs for inputs ``lo:hi``: ``x`` holds the tree bits (``x >> leaf``),
+    ``x_lo`` the low ``leaf`` bits."""
     if USE_KERNELS:
-        return _eval_chunk_fused(key, x, lo, hi)
+        return _eval_chunk_fused(key, x, lo, hi, x_lo)
     dcf = key.kind == "dcf"
-    width, ell, n = key.width, key.ell, key.n
+    width, ell, n = key.width, key.ell, key.levels
     level = _Level(width if dcf else 0, ell)
     s = key.seed[lo:hi]
     x = x[lo:hi]
@@ -370,7 +530,8 @@ def _eval_chunk(key: TreeKey, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
         s ^= corr
         t_next ^= t & ((tlr[i] >> xb) & ONE)
         t = t_next
-    acc += _convert(s, width, ell) + _widen(t, width) * key.cw_last[lo:hi]
+    acc += _leaf_output(s, t, key.cw_last[lo:hi], None if x_lo is None else x_lo[lo:hi],
+                        width, ell, key.leaf)
     if key.party:
         acc = -acc
     return acc & _ring_mask(ell)
@@ -387,8 +548,10 @@ def evaluate(key: TreeKey, x: np.ndarray) -> np.ndarray:
     if key.n < 64 and (x >> np.uint64(key.n)).any():
         raise ValueError(f"inputs exceed the key's {key.n}-bit domain")
     key.consume()
+    x_lo = (x & _ring_mask(key.leaf)) if key.leaf else None
+    x = x >> np.uint64(key.leaf) if key.leaf else x
     out = np.empty((key.count, key.width), dtype=np.uint64)
     for lo in range(0, key.count, EVAL_CHUNK):
         hi = min(lo + EVAL_CHUNK, key.count)
-        out[lo:hi] = _eval_chunk(key, x, lo, hi)
+        out[lo:hi] = _eval_chunk(key, x, lo, hi, x_lo)
     return out

@@ -22,7 +22,21 @@ gate                                 online rounds    dealer material
 
 Results are exact (no probabilistic error) for all operands produced by
 :func:`veil.ring.encode` (``|x| < 2^62``): the difference of two of them never
-wraps the ring. Comparison results are secret 0/1 values in the operand's
+wraps the ring.
+
+**Fewer bits** (``bits=k``, every sign-gate function): when the compared value
+(``x`` for DReLU/ReLU, ``x - y`` for comparisons, min/max and the trees) is known
+to satisfy ``-2^(k-1) <= z < 2^(k-1)``, its sign is the sign of ``z mod 2^k``:
+the gate compares on the low ``k`` bits only (a DCF on ``k - 1`` bits), still
+exactly; products stay in the 64-bit ring. A value outside the bound gets the
+sign of ``z mod 2^k`` (wrong); the bound must be known (see
+:mod:`veil.nn.calibration` for networks). For max-pool padding the inputs must
+satisfy ``|x| < 2^(k-2)``.
+
+**Lean gates** (``lean=True``): a 1-bit-output DCF with early termination and a
+second round that opens one masked bit per element to select ``d``, ``d·x`` and
+``d·w`` (Orca-style): about 4x smaller keys and faster evaluation, one more
+round per gate (``veil bench fss`` and ``docs/fss.md`` have the measurements). Comparison results are secret 0/1 values in the operand's
 fixed-point encoding. ``method="ariann"`` swaps in AriaNN's original
 comparison (wrong with probability ``|x| / 2^32`` per element; for
 reproducing the paper only).
@@ -55,7 +69,7 @@ import torch
 
 from veil import ring
 from veil.fss import gates
-from veil.fss import material as _material  # noqa: F401  (registers fss_sign, fss_eq)
+from veil.sharing import fss_keys as _fss_keys  # noqa: F401  (registers fss_sign, fss_eq)
 
 if TYPE_CHECKING:
     from veil.mpc.party import Party
@@ -67,9 +81,18 @@ MAX_CHUNK = 1 << 17
 MAX_ROUND = 1 << 20
 #: The default comparison protocol. ``"ariann"`` is AriaNN's (has errors); never the default.
 DEFAULT_METHOD = "exact"
-# Padding for max-pool windows: below every encodable value, and the difference of it with
-# any encodable value still does not wrap.
-_PAD_VALUE = -(2**62)
+#: Default comparison width: the whole ring (exact for every encodable value).
+DEFAULT_BITS = 64
+#: Default gate shape: one round with a payload-carrying DCF (``lean=True``: two rounds,
+#: a 1-bit DCF with early termination and a selection; about 4x smaller keys).
+DEFAULT_LEAN = False
+
+
+def _pad_value(bits: int) -> int:
+    """Padding for max-pool windows: below every value the gate admits, and its difference
+    with any of them still within the gate's bound (64 bits: every encodable value;
+    ``bits = k``: values with ``|x| < 2^(k-2)``)."""
+    return -(2**62) if bits >= 64 else -(2 ** (bits - 2))
 
 __all__ = [
     "MAX_CHUNK",
@@ -105,20 +128,51 @@ def _rounds(requests: list[tuple[str, dict]], count: int) -> list[list[tuple[int
     return [items[i:i + per_round] for i in range(0, len(items), per_round)]
 
 
-def _sign_requests(count: int, extra: int, relu: bool, method: str) -> list[tuple[str, dict]]:
-    return [("fss_sign", {"count": hi - lo, "extra": extra, "relu": relu, "method": method})
-            for lo, hi in _chunks(count)]
+def _check_bits(bits: int, lean: bool, method: str) -> None:
+    if not 2 <= int(bits) <= 64:
+        raise ValueError(f"bits must be in 2..64, got {bits}")
+    if method != "exact" and (bits != 64 or lean):
+        raise ValueError(f"bits < 64 and lean gates are exact gates; method={method!r} "
+                         "(AriaNN's comparison) has neither")
+
+
+def _sign_requests(count: int, extra: int, relu: bool, method: str, bits: int = DEFAULT_BITS,
+                   lean: bool = DEFAULT_LEAN) -> list[tuple[str, dict]]:
+    _check_bits(bits, lean, method)
+    opts: dict[str, Any] = {}
+    if bits != 64:  # the 64-bit one-round request keeps its historical parameters
+        opts["bits"] = int(bits)
+    if lean:
+        opts["lean"] = True
+    return [("fss_sign", {"count": hi - lo, "extra": extra, "relu": relu, "method": method,
+                          **opts}) for lo, hi in _chunks(count)]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu").contiguous().numpy()
 
 
+def _open_bits(party: Party, bits: list[np.ndarray]) -> list[np.ndarray]:
+    """XOR-open 0/1 uint8 arrays in one round, 1 bit per element on the wire."""
+    packed = torch.from_numpy(np.packbits(np.concatenate(bits)))
+    other = party.exchange(packed)
+    if not isinstance(other, torch.Tensor) or other.shape != packed.shape:
+        from veil.sharing.errors import MaterialError
+
+        raise MaterialError("the peer opened bits of a different shape (programs diverge)")
+    total = sum(b.shape[0] for b in bits)
+    opened = np.unpackbits(packed.numpy() ^ other.numpy())[:total]
+    return np.split(opened, np.cumsum([b.shape[0] for b in bits])[:-1])
+
+
 def _sign_round(party: Party, x: torch.Tensor, w: torch.Tensor | None = None,
-                relu: bool = False, method: str = DEFAULT_METHOD) -> dict[str, torch.Tensor]:
+                relu: bool = False, method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+                lean: bool = DEFAULT_LEAN) -> dict[str, torch.Tensor]:
     """Shares of ``d = DReLU(x)``, ``d·x`` (``relu``) and ``d·w`` for flat int64 shares.
 
-    ``x``: ``(N,)``; ``w``: ``(N, K)`` or None. One round per ``MAX_ROUND`` elements.
+    ``x``: ``(N,)``; ``w``: ``(N, K)`` or None. One round per ``MAX_ROUND`` elements (two
+    with ``lean``). ``bits``: compare on the low ``bits`` bits (exact when
+    ``|x| < 2^(bits-1)``).
     """
     if method not in gates.METHODS:
         raise ValueError(f"method must be one of {gates.METHODS}, got {method!r}")
@@ -130,7 +184,7 @@ def _sign_round(party: Party, x: torch.Tensor, w: torch.Tensor | None = None,
     dw = torch.empty((count, extra), dtype=torch.int64) if extra else None
     xs = _np(x)
     ws = _np(w) if extra else None
-    for group in _rounds(_sign_requests(count, extra, relu, method), count):
+    for group in _rounds(_sign_requests(count, extra, relu, method, bits, lean), count):
         mats, to_open = [], []
         for lo, hi, kind, params in group:
             mat = party.material(kind, **params)
@@ -139,11 +193,16 @@ def _sign_round(party: Party, x: torch.Tensor, w: torch.Tensor | None = None,
             to_open.append(torch.from_numpy(xm.view(np.int64)))
             if extra:
                 to_open.append(torch.from_numpy(wm.view(np.int64)))
-        opened = iter(party.open_many(to_open))  # the one round of this group
-        for (lo, hi, _, _), mat in zip(group, mats, strict=True):
-            xo = _np(next(opened))
-            wo = _np(next(opened)) if extra else None
-            out = gates.sign_finish(mat, party.rank, xo, wo)
+        opened = [_np(t) for t in party.open_many(to_open)]  # the (first) round of this group
+        xos = opened[::2] if extra else opened
+        wos = opened[1::2] if extra else [None] * len(mats)
+        if lean:  # the second round: one masked bit per element selects d, d·x, d·w
+            ehats = _open_bits(party, [gates.sign_select_bit(mat, party.rank, xo)
+                                       for mat, xo in zip(mats, xos, strict=True)])
+        else:
+            ehats = [None] * len(mats)
+        for (lo, hi, _, _), mat, xo, wo, eh in zip(group, mats, xos, wos, ehats, strict=True):
+            out = gates.sign_finish(mat, party.rank, xo, wo, eh)
             d[lo:hi] = torch.from_numpy(out["d"].view(np.int64))
             if relu:
                 dx[lo:hi] = torch.from_numpy(out["dx"].view(np.int64))
@@ -202,7 +261,8 @@ def _difference(x: SecretTensor, y: Any) -> SecretTensor:
 
 
 # -- DReLU and comparisons ---------------------------------------------------------------------
-def drelu(x: SecretTensor, method: str = DEFAULT_METHOD) -> SecretTensor:
+def drelu(x: SecretTensor, method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+           lean: bool = DEFAULT_LEAN) -> SecretTensor:
     """``1{x >= 0}`` as a secret 0/1 tensor (one round; ``method="ariann"``: ``1{x > 0}``).
 
     Example
@@ -211,36 +271,42 @@ def drelu(x: SecretTensor, method: str = DEFAULT_METHOD) -> SecretTensor:
     tensor([0., 1., 1.])
     """
     x = _secret(x)
-    out = _sign_round(x.party, x.share.reshape(-1), method=method)
+    out = _sign_round(x.party, x.share.reshape(-1), method=method, bits=bits, lean=lean)
     return _bit_tensor(x, out["d"], x.shape)
 
 
-def ge(x: SecretTensor, y: Any, method: str = DEFAULT_METHOD) -> SecretTensor:
+def ge(x: SecretTensor, y: Any, method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+           lean: bool = DEFAULT_LEAN) -> SecretTensor:
     """``x >= y`` (``y`` secret or public), one round."""
     if method == "ariann":  # AriaNN's gate gives 1{z > 0}: x >= y is 1 - 1{y - x > 0}
         z = -_difference(x, y)
-        return _bit_tensor(z, _sign_round(z.party, z.share.reshape(-1), method=method)["d"],
+        return _bit_tensor(z, _sign_round(z.party, z.share.reshape(-1), method=method, bits=bits,
+                                          lean=lean)["d"],
                            z.shape, negate=True)
-    return drelu(_difference(x, y), method)
+    return drelu(_difference(x, y), method, bits, lean)
 
 
-def le(x: SecretTensor, y: Any, method: str = DEFAULT_METHOD) -> SecretTensor:
+def le(x: SecretTensor, y: Any, method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+           lean: bool = DEFAULT_LEAN) -> SecretTensor:
     """``x <= y`` (``y`` secret or public), one round."""
-    return ge(-_secret(x), -y if not _is_secret(y) else -y, method)
+    return ge(-_secret(x), -y if not _is_secret(y) else -y, method, bits, lean)
 
 
-def lt(x: SecretTensor, y: Any, method: str = DEFAULT_METHOD) -> SecretTensor:
+def lt(x: SecretTensor, y: Any, method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+           lean: bool = DEFAULT_LEAN) -> SecretTensor:
     """``x < y`` (``y`` secret or public), one round: ``1 - (x >= y)``."""
     z = _difference(x, y)
     if method == "ariann":
-        return drelu(-z, method)
-    return _bit_tensor(z, _sign_round(z.party, z.share.reshape(-1), method=method)["d"],
+        return drelu(-z, method, bits, lean)
+    return _bit_tensor(z, _sign_round(z.party, z.share.reshape(-1), method=method, bits=bits,
+                                          lean=lean)["d"],
                        z.shape, negate=True)
 
 
-def gt(x: SecretTensor, y: Any, method: str = DEFAULT_METHOD) -> SecretTensor:
+def gt(x: SecretTensor, y: Any, method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+           lean: bool = DEFAULT_LEAN) -> SecretTensor:
     """``x > y`` (``y`` secret or public), one round: ``y < x``."""
-    return lt(-_secret(x), -y if not _is_secret(y) else -y, method)
+    return lt(-_secret(x), -y if not _is_secret(y) else -y, method, bits, lean)
 
 
 def _is_secret(y: Any) -> bool:
@@ -260,34 +326,39 @@ def eq(x: SecretTensor, y: Any) -> SecretTensor:
 
 # -- ReLU and friends ------------------------------------------------------------------------------
 def relu(x: SecretTensor, return_drelu: bool = False,
-         method: str = DEFAULT_METHOD) -> SecretTensor | tuple[SecretTensor, SecretTensor]:
+         method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+           lean: bool = DEFAULT_LEAN) -> SecretTensor | tuple[SecretTensor, SecretTensor]:
     """``max(x, 0)`` in ONE online round (DCF with payload ``(1, r)``; no Beaver triple).
 
     ``return_drelu=True`` also returns the secret bits ``1{x >= 0}`` (for a backward pass).
     """
     x = _secret(x)
-    out = _sign_round(x.party, x.share.reshape(-1), relu=True, method=method)
+    out = _sign_round(x.party, x.share.reshape(-1), relu=True, method=method, bits=bits,
+                      lean=lean)
     y = x._wrap(out["dx"].reshape(x.shape))
     if return_drelu:
         return y, _bit_tensor(x, out["d"], x.shape)
     return y
 
 
-def abs(x: SecretTensor, method: str = DEFAULT_METHOD) -> SecretTensor:  # noqa: A001
+def abs(x: SecretTensor, method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+           lean: bool = DEFAULT_LEAN) -> SecretTensor:  # noqa: A001
     """``|x| = 2·relu(x) - x``, one round."""
-    return relu(x, method=method) * 2 - x
+    return relu(x, method=method, bits=bits, lean=lean) * 2 - x
 
 
-def maximum(x: SecretTensor, y: Any, method: str = DEFAULT_METHOD) -> SecretTensor:
+def maximum(x: SecretTensor, y: Any, method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+           lean: bool = DEFAULT_LEAN) -> SecretTensor:
     """Element-wise ``max(x, y)`` (broadcasting; ``y`` secret or public): ``y + relu(x - y)``."""
     z = _difference(x, y)
-    return relu(z, method=method) + y
+    return relu(z, method=method, bits=bits, lean=lean) + y
 
 
-def minimum(x: SecretTensor, y: Any, method: str = DEFAULT_METHOD) -> SecretTensor:
+def minimum(x: SecretTensor, y: Any, method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+           lean: bool = DEFAULT_LEAN) -> SecretTensor:
     """Element-wise ``min(x, y)``: ``x - relu(x - y)``, one round."""
     z = _difference(x, y)
-    return _secret(x) - relu(z, method=method)
+    return _secret(x) - relu(z, method=method, bits=bits, lean=lean)
 
 
 # -- comparison trees ----------------------------------------------------------------------------
@@ -302,15 +373,18 @@ def _levels(k: int) -> list[tuple[int, int]]:
     return out
 
 
-def _tree_requests(rows: int, k: int, onehot: bool, method: str) -> list[tuple[str, dict]]:
+def _tree_requests(rows: int, k: int, onehot: bool, method: str, bits: int = DEFAULT_BITS,
+                   lean: bool = DEFAULT_LEAN) -> list[tuple[str, dict]]:
     reqs: list[tuple[str, dict]] = []
     for pairs, block in _levels(k):
-        reqs += _sign_requests(rows * pairs, 2 * block if onehot else 0, True, method)
+        reqs += _sign_requests(rows * pairs, 2 * block if onehot else 0, True, method,
+                               bits, lean)
     return reqs
 
 
-def _tournament(x: SecretTensor, values: torch.Tensor, onehot: bool,
-                method: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _tournament(x: SecretTensor, values: torch.Tensor, onehot: bool, method: str,
+                bits: int = DEFAULT_BITS,
+                lean: bool = DEFAULT_LEAN) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Max over the last dim of raw shares ``values`` ``(B, k)``: ``k - 1`` comparisons,
     ``⌈log₂ k⌉`` rounds. Returns the max shares ``(B,)`` and, if ``onehot``, the
     integer one-hot shares ``(B, k)`` of the winner (ties go to the lowest index)."""
@@ -330,7 +404,8 @@ def _tournament(x: SecretTensor, values: torch.Tensor, onehot: bool,
         if onehot:
             w = torch.cat([oh[:, 0:2 * pairs:2], oh[:, 1:2 * pairs:2]], dim=2)
             w = w.reshape(rows * pairs, 2 * block)
-        out = _sign_round(party, (a - b).reshape(-1), w, relu=True, method=method)
+        out = _sign_round(party, (a - b).reshape(-1), w, relu=True, method=method, bits=bits,
+                          lean=lean)
         win = b + out["dx"].reshape(rows, pairs)  # b + d·(a - b)
         if onehot:
             dw = out["dw"].reshape(rows, pairs, 2 * block)
@@ -359,7 +434,8 @@ def _move_last(x: SecretTensor, dim: int | None) -> tuple[torch.Tensor, tuple[in
 
 
 def max(x: SecretTensor, dim: int | None = None, keepdim: bool = False,  # noqa: A001
-        method: str = DEFAULT_METHOD) -> SecretTensor | tuple[SecretTensor, SecretTensor]:
+        method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+           lean: bool = DEFAULT_LEAN) -> SecretTensor | tuple[SecretTensor, SecretTensor]:
     """Maximum by a comparison tree: ``k - 1`` sign gates, ``⌈log₂ k⌉`` rounds.
 
     ``dim=None``: the maximum of all elements (a 0-d SecretTensor). With ``dim``:
@@ -372,9 +448,9 @@ def max(x: SecretTensor, dim: int | None = None, keepdim: bool = False,  # noqa:
         raise ValueError("max of an empty SecretTensor")
     flat, moved_shape, d = _move_last(x, dim)
     if dim is None:
-        best, _ = _tournament(x, flat, False, method)
+        best, _ = _tournament(x, flat, False, method, bits, lean)
         return x._wrap(best.reshape(()))
-    best, oh = _tournament(x, flat, True, method)
+    best, oh = _tournament(x, flat, True, method, bits, lean)
     values = best.reshape(moved_shape[:-1])
     if keepdim:
         values = values.unsqueeze(d)
@@ -383,7 +459,8 @@ def max(x: SecretTensor, dim: int | None = None, keepdim: bool = False,  # noqa:
 
 
 def argmax(x: SecretTensor, dim: int | None = None, keepdim: bool = False,
-           method: str = DEFAULT_METHOD) -> SecretTensor:
+           method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+           lean: bool = DEFAULT_LEAN) -> SecretTensor:
     """One-hot argmax by a tournament: ``m - 1`` comparisons in ``⌈log₂ m⌉`` rounds.
 
     Returns a secret 0/1 tensor of ``x``'s shape with a single 1 per slice along
@@ -395,7 +472,7 @@ def argmax(x: SecretTensor, dim: int | None = None, keepdim: bool = False,
     if x.numel() == 0:
         raise ValueError("argmax of an empty SecretTensor")
     flat, moved_shape, d = _move_last(x, dim)
-    _, oh = _tournament(x, flat, True, method)
+    _, oh = _tournament(x, flat, True, method, bits, lean)
     if dim is None:
         return x._wrap(oh.reshape(moved_shape) << x.frac_bits)
     return x._wrap((oh.reshape(moved_shape) << x.frac_bits).movedim(-1, d))
@@ -428,7 +505,8 @@ def _pool_geometry(shape: Sequence[int], kernel_size: ring.IntPair, stride: ring
 
 def max_pool2d(x: SecretTensor, kernel_size: ring.IntPair, stride: ring.IntPair | None = None,
                padding: ring.IntPair = 0, return_onehot: bool = False,
-               method: str = DEFAULT_METHOD) -> SecretTensor | tuple[SecretTensor, SecretTensor]:
+               method: str = DEFAULT_METHOD, bits: int = DEFAULT_BITS,
+           lean: bool = DEFAULT_LEAN) -> SecretTensor | tuple[SecretTensor, SecretTensor]:
     """2-D max pooling as comparison trees: ``k - 1`` sign gates per window, ``⌈log₂ k⌉``
     rounds for ``k = kh·kw``. Padding uses a value below every encodable number.
 
@@ -439,12 +517,12 @@ def max_pool2d(x: SecretTensor, kernel_size: ring.IntPair, stride: ring.IntPair 
     (kh, kw), (sh, sw), (ph, pw), oh, ow = _pool_geometry(x.shape, kernel_size, stride, padding)
     share = x.share
     if ph or pw:
-        fill = _PAD_VALUE if x.party.rank == 0 else 0
+        fill = _pad_value(bits) if x.party.rank == 0 else 0
         share = torch.nn.functional.pad(share, (pw, pw, ph, ph), value=fill)
     win = share.unfold(-2, kh, sh).unfold(-2, kw, sw)  # (..., oh, ow, kh, kw)
     lead = win.shape[:-2]
     flat = win.reshape(-1, kh * kw)
-    best, sel = _tournament(x, flat, return_onehot, method)
+    best, sel = _tournament(x, flat, return_onehot, method, bits, lean)
     out = x._wrap(best.reshape(lead))
     if return_onehot:
         return out, x._wrap((sel << x.frac_bits).reshape(*lead, kh * kw))
@@ -467,25 +545,27 @@ def plan(name: str, shape: Sequence[int], **params: Any) -> list[tuple[str, dict
     [('fss_sign', {'count': 6, 'extra': 0, 'relu': True, 'method': 'exact'})]
     """
     method = params.get("method", DEFAULT_METHOD)
+    bits, lean = int(params.get("bits", DEFAULT_BITS)), bool(params.get("lean", DEFAULT_LEAN))
     shape = tuple(int(s) for s in shape)
     if "shape_y" in params:
         shape = tuple(torch.broadcast_shapes(shape, tuple(params["shape_y"])))
     count = math.prod(shape)
     if name in ("drelu", "ge", "gt", "le", "lt", "__lt__", "__le__", "__gt__", "__ge__"):
-        return _sign_requests(count, 0, False, method)
+        return _sign_requests(count, 0, False, method, bits, lean)
     if name in ("relu", "abs", "maximum", "minimum"):
-        return _sign_requests(count, 0, True, method)
+        return _sign_requests(count, 0, True, method, bits, lean)
     if name == "eq":
         return _eq_requests(count)
     if name in ("max", "argmax"):
         dim = params.get("dim")
         if dim is None:
-            return _tree_requests(1, count, name == "argmax", method)
+            return _tree_requests(1, count, name == "argmax", method, bits, lean)
         k = shape[dim]
-        return _tree_requests(count // k if k else 0, k, True, method)
+        return _tree_requests(count // k if k else 0, k, True, method, bits, lean)
     if name == "max_pool2d":
         (kh, kw), _, _, oh, ow = _pool_geometry(shape, params["kernel_size"],
                                                 params.get("stride"), params.get("padding", 0))
         rows = math.prod(shape[:-2]) * oh * ow
-        return _tree_requests(rows, kh * kw, bool(params.get("return_onehot", False)), method)
+        return _tree_requests(rows, kh * kw, bool(params.get("return_onehot", False)),
+                              method, bits, lean)
     raise ValueError(f"no plan for gate {name!r}")

@@ -49,6 +49,8 @@ from veil.nn.report import InferenceReport
 from veil.nn.secure import (
     DATA_OWNER,
     MODEL_OWNER,
+    SharedWeights,
+    load_shares,
     material_plan,
     secure_forward,
     share_weights,
@@ -59,8 +61,9 @@ Progress = Callable[[int, int], None]
 
 
 def _is_fss_key(kind: str) -> bool:
-    """Whether dealer material of ``kind`` is FSS keys (registered by :mod:`veil.fss`)."""
-    return get_kind(kind).module.startswith("veil.fss.")
+    """Whether dealer material of ``kind`` is FSS keys (registered by
+    :mod:`veil.sharing.fss_keys`)."""
+    return get_kind(kind).module == "veil.sharing.fss_keys"
 
 
 # --------------------------------------------------------------------------- party-local job
@@ -162,14 +165,18 @@ def _service_job(party, public: SecureGraph, weights_src: Any, inputs_src: Any, 
     """SPMD program of both computing parties (see :func:`serve`)."""
     rank = party.rank
     graph = public
-    if rank == MODEL_OWNER:
+    kept = weights_src if isinstance(weights_src, SharedWeights) else None
+    if rank == MODEL_OWNER and kept is None:
         graph = public.with_weights(_load_private(weights_src))
     inputs = _load_private(inputs_src) if rank == DATA_OWNER else None
     meter = _KindMeter(party)
     _warm_up()
 
     s0, t0 = party.stats(), time.perf_counter()
-    shared = share_weights(party, graph, owner=MODEL_OWNER, session=session)
+    if kept is not None:  # weights nobody knows: each party loads its own shares
+        shared = load_shares(party, public, kept.files[rank], kept.frac_bits, session)
+    else:
+        shared = share_weights(party, graph, owner=MODEL_OWNER, session=session)
     s1, t1 = party.stats(), time.perf_counter()
     out: dict[str, Any] = {"setup_s": t1 - t0, "setup_bytes": _delta(s0, s1, "bytes_sent"),
                            "setup_rounds": _delta(s0, s1, "rounds"), "batches": []}
@@ -227,7 +234,7 @@ def new_session() -> str:
 # --------------------------------------------------------------------------- public API
 
 def serve(
-    model: nn.Module | SecureGraph,
+    model: nn.Module | SecureGraph | SharedWeights,
     batches: Sequence[torch.Tensor],
     transport: str = "local",
     *,
@@ -242,7 +249,9 @@ def serve(
 
     Parameters
     ----------
-    model: a ``torch.nn.Module`` (converted with :func:`veil.nn.convert`) or a converted graph.
+    model: a ``torch.nn.Module`` (converted with :func:`veil.nn.convert`), a converted graph,
+        or :class:`~veil.nn.secure.SharedWeights` (weights nobody knows, e.g. from
+        ``veil.secure_train(..., reveal_to=None)``: each party loads its own shares).
     batches: float tensors ``(batch, *input_shape)``; each gets fresh dealer material.
     transport: ``"local"`` (threads) or ``"tcp"`` (party 0, party 1 and the dealer as three
         processes on loopback; each computing process reads only its own private file).
@@ -272,7 +281,10 @@ def serve(
     batches = list(batches)
     if not batches:
         raise ValueError("no batch to serve")
-    if isinstance(model, SecureGraph):
+    weights: Any = None
+    if isinstance(model, SharedWeights):
+        graph, weights = model.graph, model
+    elif isinstance(model, SecureGraph):
         graph = model
     else:
         if not isinstance(batches[0], torch.Tensor):
@@ -292,11 +304,12 @@ def serve(
              for p in plans]
     inputs = [x.detach().double().cpu() for x in batches]
     public = graph.public()
+    weights = graph.state() if weights is None else weights
     if transport == "local":
-        results = _run_local(public, graph.state(), inputs, session, sizes, plans, reveal_to,
+        results = _run_local(public, weights, inputs, session, sizes, plans, reveal_to,
                              timeout, progress, fetch)
     else:
-        results = _run_tcp(public, graph.state(), inputs, session, sizes, plans, reveal_to,
+        results = _run_tcp(public, weights, inputs, session, sizes, plans, reveal_to,
                            timeout, threads, progress, fetch)
     return _collect(results, sizes, transport, reveal_to)
 
@@ -318,7 +331,10 @@ def _run_tcp(public, state, inputs, session, sizes, plans, reveal_to, timeout, t
     with tempfile.TemporaryDirectory(prefix="veil-inference-") as tmp:
         # Each private input goes to a file that only its owner's process reads.
         weights_file, inputs_file = Path(tmp) / "model-owner.pt", Path(tmp) / "data-owner.pt"
-        for path, obj in ((weights_file, state), (inputs_file, inputs)):
+        files = [(inputs_file, inputs)]
+        if not isinstance(state, SharedWeights):  # (shared weights: each party's own file)
+            files.append((weights_file, state))
+        for path, obj in files:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 torch.save(obj, fh)
@@ -342,7 +358,8 @@ def _run_tcp(public, state, inputs, session, sizes, plans, reveal_to, timeout, t
             # spawn, not fork: a forked party would inherit the launcher's memory (both inputs)
             return run(_service_job, transport="tcp", timeout=timeout, threads=threads,
                        start_method="spawn",
-                       args=(public, str(weights_file), str(inputs_file), session, sizes,
+                       args=(public, state if isinstance(state, SharedWeights) else
+                             str(weights_file), str(inputs_file), session, sizes,
                              plans, reveal_to, q, fetch))
         finally:
             stop.set()
