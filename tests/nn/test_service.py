@@ -254,7 +254,13 @@ def test_restarted_dealer_is_picked_up(keys, lenet):
         x = _inputs(1, seed=7)
         y, _ = query(server.address, address, build("lenet"), SHAPE, x, keys, timeout=10)
         _check_twin(lenet[1], x, y)
+        open_session = InferenceClient(server.address, address, build("lenet"), SHAPE, keys,
+                                       timeout=10).open()
         first.shutdown()
+        # a session open when the dealer went away fails with a clear error, never hangs
+        with pytest.raises(CommError, match="dealer"):
+            open_session.query(x)
+        open_session.close()
         t0 = time.monotonic()
         with pytest.raises(ServiceError, match="cannot use the dealer"):
             query(server.address, address, build("lenet"), SHAPE, x, keys, timeout=5)
