@@ -152,6 +152,7 @@ def test_noiseless_steps_mean_infinite_epsilon(name):
     assert acc.get_epsilon(1e-5) == math.inf
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sigma,ref_eps", [(0.5, 4.467), (0.8, 0.3244)])
 def test_pld_small_delta_many_steps_stays_tight_and_finite(sigma, ref_eps):
     # 1e5 steps at δ = 1e-8: the FFT floor used to send ~1e-12 per composition to +∞,

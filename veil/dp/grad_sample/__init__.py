@@ -12,7 +12,13 @@ Example
 8
 """
 
-from veil.dp.grad_sample import conv, linear, normalization  # noqa: F401  (register rules)
+from veil.dp.grad_sample import (  # noqa: F401  (register rules)
+    attention,
+    conv,
+    linear,
+    normalization,
+    rnn,
+)
 from veil.dp.grad_sample.functorch import FunctorchRule
 from veil.dp.grad_sample.module import GradSampleModule
 from veil.dp.grad_sample.registry import RULES, Rule, register, rule_for

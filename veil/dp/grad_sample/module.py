@@ -42,6 +42,11 @@ class GradSampleModule(nn.Module):
     loss_reduction:
         ``"mean"`` (the loss averages over the batch; backprops are rescaled by the
         batch size) or ``"sum"``.
+    batch_first:
+        Whether the batch is dimension 0 of the tensors that Linear, convolution and
+        normalisation layers see (``False``: dimension 1 of tensors with 3 or more
+        dimensions, e.g. a sequence-first Transformer; as Opacus' ``batch_first``). RNN and attention layers read their
+        own ``batch_first``.
 
     Example
     -------
@@ -53,12 +58,14 @@ class GradSampleModule(nn.Module):
     torch.Size([5, 2, 3])
     """
 
-    def __init__(self, module: nn.Module, loss_reduction: str = "mean") -> None:
+    def __init__(self, module: nn.Module, loss_reduction: str = "mean",
+                 batch_first: bool = True) -> None:
         super().__init__()
         if loss_reduction not in ("mean", "sum"):
             raise ValueError("loss_reduction must be 'mean' or 'sum'")
         self._module = module
         self.loss_reduction = loss_reduction
+        self.batch_first = batch_first
         # {backward pass: {layer: [record, ...]}}: each backward pass is its own group of
         # examples (gradient accumulation concatenates, as in Opacus; never sums example i
         # of one batch with example i of another).
@@ -97,12 +104,18 @@ class GradSampleModule(nn.Module):
                 owners.setdefault(id(p), []).append(m)
         self._tied = {m for ms in owners.values() if len(ms) > 1 for m in ms}
         self._names = {id(p): n for n, p in self._module.named_parameters()}
+        self._rules = {m: rule for _, m, rule in self._layers}
 
     def _record(self, m: nn.Module, record: tuple) -> None:
         # With a mean loss, backprops are 1/B of the per-sample ones; the factor B is
         # applied to norms and sums later rather than by copying every backprop here.
         task = torch._C._current_graph_task_id()
         rec = tuple(r.detach() if isinstance(r, torch.Tensor) else r for r in record)
+        if not self.batch_first and not self._rules[m].knows_batch_dim:
+            # sequence-first (T, B, ...) tensors; 2-D ones (a head on pooled features) are
+            # (B, features) either way
+            rec = tuple(r.movedim(1, 0) if isinstance(r, torch.Tensor) and r.dim() >= 3 else r
+                        for r in rec)
         self._records.setdefault(task, {}).setdefault(m, []).append(rec)
 
     def _scale(self, b: int) -> float:
@@ -143,8 +156,7 @@ class GradSampleModule(nn.Module):
 
     # -- per-sample quantities ----------------------------------------------------------
     def _group_batch_size(self, group: dict[nn.Module, list[tuple]]) -> int:
-        rules = {m: r for _, m, r in self._layers}
-        sizes = {rules[m].batch_size(rec) for m, recs in group.items() for rec in recs}
+        sizes = {self._rules[m].batch_size(rec) for m, recs in group.items() for rec in recs}
         if len(sizes) > 1:
             raise RuntimeError(
                 f"layers saw different batch sizes {sorted(sizes)} in one backward pass: was "

@@ -30,6 +30,8 @@ class Rule:
     #: the rule handles the parameters of the layer's sub-modules too (e.g. attention's
     #: output projection); they get no rule of their own
     covers_children: bool = False
+    #: records are batch-major whatever the model's layout (the layer knows its own)
+    knows_batch_dim: bool = False
 
     def supports(self, module: nn.Module) -> bool:
         return True
