@@ -121,6 +121,55 @@ def _veil_drelu(n: int, ell: int, count: int, reps: int) -> dict[str, float]:
             "eval_per_s": count / statistics.median(ev)}
 
 
+def _veil_sign(bits: int, lean: bool, count: int, reps: int,
+               threads: int | None = None) -> dict[str, float]:
+    """A ReLU sign gate on the 64-bit ring comparing ``bits`` bits (``lean``: two rounds):
+    keygen (both parties' material) and one party's local work after the opening(s)."""
+    from veil.fss import gates
+
+    if threads is not None:
+        os.environ["VEIL_FSS_THREADS"] = str(threads)
+    try:
+        gates.sign_keygen(64, relu=True, bits=bits, lean=lean)  # warm-up
+        gen, ev = [], []
+        for rep in range(reps):
+            t = time.perf_counter()
+            m0, _ = gates.sign_keygen(count, relu=True, bits=bits, lean=lean)
+            gen.append(time.perf_counter() - t)
+            xh = _rand_u64(count, rep)
+            t = time.perf_counter()
+            eh = None
+            if lean:  # the peer's bit is random: only this party's work is timed
+                eh = gates.sign_select_bit(m0, 0, xh) ^ (xh & np.uint64(1)).astype(np.uint8)
+            gates.sign_finish(m0, 0, xh, None, eh)
+            ev.append(time.perf_counter() - t)
+    finally:
+        if threads is not None:
+            os.environ.pop("VEIL_FSS_THREADS", None)
+    return {"keygen_per_s": count / statistics.median(gen),
+            "eval_per_s": count / statistics.median(ev)}
+
+
+def key_sizes(ks: tuple[int, ...] = (16, 24, 32, 40, 48, 64)) -> dict[str, dict[str, int]]:
+    """Bytes one party holds per DReLU and per ReLU at each comparison width ``k``, as
+    generated (every array of the material: keys in transport form and mask shares), for
+    the lean two-round gate and the one-round gate."""
+    from veil.fss import gates
+
+    def shipped(k: int, relu: bool, lean: bool) -> int:
+        m0, _ = gates.sign_keygen(8, relu=relu, bits=k, lean=lean)
+        total = sum(v.nbytes for name, v in m0.items()
+                    if isinstance(v, np.ndarray) and name != "shape")
+        assert total == 8 * gates.sign_material_bytes(relu=relu, bits=k, lean=lean)
+        return total // 8
+
+    out: dict[str, dict[str, int]] = {}
+    for field, relu in (("drelu_key_bytes", False), ("relu_key_bytes", True)):
+        out[field] = {str(k): shipped(k, relu, True) for k in ks}
+        out[field + "_one_round"] = {str(k): shipped(k, relu, False) for k in ks}
+    return out
+
+
 def _sycret(factory: str, count: int, reps: int, threads: int = 1) -> dict[str, float] | None:
     try:
         import sycret
@@ -165,6 +214,8 @@ def _worker(task: tuple) -> dict[str, float] | None:
         return _veil_drelu(*args)
     if kind == "veil_eq":
         return _veil_eq(*args)
+    if kind == "veil_sign":
+        return _veil_sign(*args)
     return _sycret(*args)
 
 
@@ -179,7 +230,7 @@ def _all_cores(task: tuple, cores: int) -> dict[str, float] | None:
 
 
 # -- end-to-end ReLU through the engine ----------------------------------------------------------
-def _relu_job(party, n: int):
+def _relu_job(party, n: int, bits: int = 64, lean: bool = False):
     from veil.mpc import nonlinear
 
     g = torch.Generator().manual_seed(3)
@@ -188,7 +239,7 @@ def _relu_job(party, n: int):
     party.barrier()
     before = party.stats()
     t = time.perf_counter()
-    y = nonlinear.relu(x)
+    y = nonlinear.relu(x, bits=bits, lean=lean)
     wall = time.perf_counter() - t
     after = party.stats()
     err = float((y.reveal() - x_plain.clamp(min=0)).abs().max())
@@ -202,11 +253,11 @@ def _relu_job(party, n: int):
             "max_abs_error": err}
 
 
-def _relu_end_to_end(n: int) -> dict[str, Any]:
+def _relu_end_to_end(n: int, bits: int = 64, lean: bool = False) -> dict[str, Any]:
     import veil
 
-    r0, r1 = veil.run(_relu_job, args=(n,), timeout=1800)
-    return {"elements": n,
+    r0, r1 = veil.run(_relu_job, args=(n, bits, lean), timeout=1800)
+    return {"elements": n, "bits": bits, "lean": lean,
             "online_s": max(r0["online_s"], r1["online_s"]),
             "offline_s": max(r0["offline_s"], r1["offline_s"]),
             "wall_s": max(r0["wall_s"], r1["wall_s"]),
@@ -253,6 +304,18 @@ def run_benchmark(quick: bool = False) -> dict[str, Any]:
                                                / syc_all["eval_per_s"])
                 row["keygen_ratio_all_cores"] = (row["all_cores"]["keygen_per_s"]
                                                  / syc_all["keygen_per_s"])
+    gates_k = []
+    for bits, lean in ((32, True), (32, False), (64, True)):
+        row = {"bits": bits, "lean": lean, "rounds": 1 + lean,
+               "per_core": _worker(("veil_sign", (bits, lean, count, reps, 1))),
+               "all_cores": _all_cores(("veil_sign", (bits, lean, count, reps, 1)), cores),
+               "one_process_all_threads": _veil_sign(bits, lean, count, reps),
+               "material_bytes_per_party": gates.sign_material_bytes(relu=True, bits=bits,
+                                                                     lean=lean)}
+        if syc is not None:
+            row["keygen_ratio_per_core"] = row["per_core"]["keygen_per_s"] / syc["keygen_per_s"]
+            row["eval_ratio_per_core"] = row["per_core"]["eval_per_s"] / syc["eval_per_s"]
+        gates_k.append(row)
     eq = {"veil_per_core": _worker(("veil_eq", (32, count, reps))),
           "sycret_per_core": _sycret("EqFactory", count, reps),
           "veil_key_bits": key_bits("dpf", 32, 32)}
@@ -260,6 +323,8 @@ def run_benchmark(quick: bool = False) -> dict[str, Any]:
     online = []
     for n in ([20_000] if quick else [100_000, 1_000_000]):
         online.append(_relu_end_to_end(n))
+    for bits, lean in ((32, False), (32, True)):
+        online.append(_relu_end_to_end(20_000 if quick else 100_000, bits, lean))
     peer = crypten_relu(online[0]["elements"], reps)
     ref = peer if peer is not None else CRYPTEN_RELU_1E5
     ref_elements = online[0]["elements"] if peer is not None else 100_000
@@ -277,10 +342,13 @@ def run_benchmark(quick: bool = False) -> dict[str, Any]:
         "machine": {"platform": platform.platform(), "cpus": cores, "torch": torch.__version__,
                     "numpy": np.__version__, "kernels": _kernels()},
         "drelu": throughput,
+        **key_sizes(),
+        "sycret_key_bytes": syc["key_bytes"] if syc is not None else None,
+        "relu_gates_k_bits": gates_k,
         "equality_dpf_n32": eq,
         "relu_end_to_end": online,
         "gate_rounds": {"drelu": 1, "relu": 1, "comparison": 1, "equality": 1,
-                        "max_pool_3x3": 4, "argmax_1000": 10},
+                        "max_pool_3x3": 4, "argmax_1000": 10, "lean: each sign gate": 2},
         "max_chunk": nonlinear.MAX_CHUNK,
         "crypten_measured_in_this_run": peer is not None,
         "notes": ("throughput: median over repetitions of one batch; per core = one process, "
@@ -328,14 +396,39 @@ def _print_table(res: dict[str, Any]) -> None:
                   _fmt(sa["keygen_per_s"]) if sa else "-", _fmt(sa["eval_per_s"]) if sa else "-",
                   f"{8 * syc['key_bytes']} (stored)", "1.0x / 1.0x")
     console.print(t)
+    k = Table(title="Key bytes per party and element (lean two-round / one-round gate)")
+    for col in ("k", "DReLU lean", "ReLU lean", "DReLU 1-round", "ReLU 1-round"):
+        k.add_column(col, justify="right")
+    for bits in res["relu_key_bytes"]:
+        k.add_row(bits, str(res["drelu_key_bytes"][bits]), str(res["relu_key_bytes"][bits]),
+                  str(res["drelu_key_bytes_one_round"][bits]),
+                  str(res["relu_key_bytes_one_round"][bits]))
+    if res.get("sycret_key_bytes"):
+        k.add_row("32", f"sycret {res['sycret_key_bytes']}", "-", "-", "-")
+    console.print(k)
+    g = Table(title="ReLU gates on the 64-bit ring comparing k bits (per core = 1 process, "
+                    "1 thread; 1 proc = keygen threads on every core)")
+    for col in ("k", "rounds", "bytes/party", "keygen/core", "eval/core", "keygen all",
+                "eval all", "keygen 1 proc", "vs sycret keygen / eval (core)"):
+        g.add_column(col, justify="right")
+    for r in res["relu_gates_k_bits"]:
+        pc, ac = r["per_core"], r["all_cores"] or {"keygen_per_s": 0, "eval_per_s": 0}
+        ratio = (f"{r['keygen_ratio_per_core']:.1f}x / {r['eval_ratio_per_core']:.1f}x"
+                 if "eval_ratio_per_core" in r else "-")
+        g.add_row(str(r["bits"]), str(r["rounds"]), str(r["material_bytes_per_party"]),
+                  _fmt(pc["keygen_per_s"]), _fmt(pc["eval_per_s"]), _fmt(ac["keygen_per_s"]),
+                  _fmt(ac["eval_per_s"]), _fmt(r["one_process_all_threads"]["keygen_per_s"]),
+                  ratio)
+    console.print(g)
     e = Table(title="ReLU end to end (veil.run, in-memory transport)")
-    for col in ("elements", "online s", "offline s", "rounds", "MB total", "B/elt/party",
+    for col in ("elements", "k", "online s", "offline s", "rounds", "MB total", "B/elt/party",
                 "CrypTen s / rounds / MB", "bytes: CrypTen/Veil"):
         e.add_column(col, justify="right")
     for r in res["relu_end_to_end"]:
         c = r["crypten"]
         tag = " (ref)" if c.get("reference") else ""
-        e.add_row(f"{r['elements']:,}", f"{r['online_s']:.2f}", f"{r['offline_s']:.2f}",
+        e.add_row(f"{r['elements']:,}", f"{r['bits']}{' lean' if r['lean'] else ''}",
+                  f"{r['online_s']:.2f}", f"{r['offline_s']:.2f}",
                   str(r["rounds"]), f"{r['bytes_total'] / 1e6:.1f}",
                   f"{r['bytes_per_element_per_party']:.1f}",
                   f"{c['online_s']:.2f} / {c['rounds']} / {c['bytes_total'] / 1e6:.0f}{tag}",

@@ -22,7 +22,14 @@ class Argmax(Op):
         return F.one_hot(x.argmax(-1), x.shape[-1]).to(x.dtype) << frac_bits
 
     def forward(self, party, layer, params, args):
-        return args[0].argmax(dim=-1)
+        from veil.nn import calibration  # bits=k from the calibrated bound (if any)
+
+        calibration.guard(args[0], layer)
+        return args[0].argmax(dim=-1, **calibration.gate_options(layer))
 
     def plan(self, layer, in_shapes, batch, session=None):
-        return gate_plan("argmax", (batch, *in_shapes[0]), dim=-1)
+        from veil.nn import calibration
+
+        shape = (batch, *in_shapes[0])
+        return (calibration.guard_plan(layer, shape)
+                + gate_plan("argmax", shape, dim=-1, **calibration.gate_options(layer)))

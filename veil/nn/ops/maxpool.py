@@ -64,13 +64,21 @@ class MaxPool2d(Op):
         return win.flatten(-2).max(-1).values
 
     def forward(self, party, layer, params, args):
+        from veil.nn import calibration  # bits=k from the calibrated bound (if any)
+
         p = layer.params
-        return args[0].max_pool2d(p["kernel_size"], stride=p["stride"], padding=p["padding"])
+        calibration.guard(args[0], layer)
+        return args[0].max_pool2d(p["kernel_size"], stride=p["stride"], padding=p["padding"],
+                                  **calibration.gate_options(layer))
 
     def plan(self, layer, in_shapes, batch, session=None):
+        from veil.nn import calibration
+
         p = layer.params
-        return gate_plan("max_pool2d", (batch, *in_shapes[0]), kernel_size=p["kernel_size"],
-                         stride=p["stride"], padding=p["padding"])
+        shape = (batch, *in_shapes[0])
+        return calibration.guard_plan(layer, shape) + gate_plan(
+            "max_pool2d", shape, kernel_size=p["kernel_size"], stride=p["stride"],
+            padding=p["padding"], **calibration.gate_options(layer))
 
     # -- training ------------------------------------------------------------------------
     def train_forward(self, party, layer, params, args):

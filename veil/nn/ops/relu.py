@@ -31,10 +31,17 @@ class ReLU(Op):
         return args[0].clamp_min(0)
 
     def forward(self, party, layer, params, args):
-        return args[0].relu()
+        from veil.nn import calibration  # bits=k from the calibrated bound (if any)
+
+        calibration.guard(args[0], layer)
+        return args[0].relu(**calibration.gate_options(layer))
 
     def plan(self, layer, in_shapes, batch, session=None):
-        return gate_plan("relu", (batch, *in_shapes[0]))
+        from veil.nn import calibration
+
+        shape = (batch, *in_shapes[0])
+        return (calibration.guard_plan(layer, shape)
+                + gate_plan("relu", shape, **calibration.gate_options(layer)))
 
     # -- training ------------------------------------------------------------------------
     def train_forward(self, party, layer, params, args):
