@@ -268,7 +268,7 @@ def sign_keygen(
     for name, value, nb in secret:
         s0 = _u64(rng, value.shape, nb)
         s1 = (value - s0) & _mask(nb)
-        if nb == 1:  # XOR shares of a bit, one byte each
+        if lean and name == "c":  # XOR shares of MSB(r), one byte each
             shares[0][name], shares[1][name] = s0.astype(np.uint8), (value ^ s0).astype(np.uint8)
         else:
             shares[0][name], shares[1][name] = s0.view(np.int64), s1.view(np.int64)
