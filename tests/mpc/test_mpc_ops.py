@@ -358,3 +358,46 @@ def test_every_documented_comparison_operator_is_a_gate_never_identity():
     for k, w in want.items():
         assert torch.equal(got[k], w.to(f)), (k, got[k], w)
     assert len(errors) == 2 and "NoneType" in errors[0] and looked_up == 1
+
+
+def test_public_constants_keep_their_precision():
+    """Means over many elements, large divisors, tiny factors, wide pools: within one ulp."""
+    big = torch.ones(200_000)
+    thousands = torch.full((1, 2, 7, 7), 1000.0)
+    x = torch.tensor([1.0, -3.0, 1000.0, 12345.678])
+
+    def job(party):
+        ones = party.share(big if party.rank == 0 else None, owner=0, shape=big.shape)
+        t = party.share(thousands if party.rank == 0 else None, owner=0, shape=thousands.shape)
+        a = party.share(x if party.rank == 0 else None, owner=0, shape=x.shape)
+        outs = {
+            "mean 200000": ones.mean(), "mean 50000": ones[:50_000].mean(),
+            "mean dim": ones.reshape(400, 500).mean(dim=1),
+            "times 1/200000": ones.sum() * (1 / 200_000), "over 200000": ones.sum() / 200_000,
+            "over 200000.0": ones.sum() / 200_000.0, "over -7": a / -7,
+            "over int tensor": a / torch.tensor([3, 7, -9, 11]),
+            "avg pool 7x7": t.avg_pool2d(7), "avg pool 3x3": t.avg_pool2d(3, stride=2),
+            "times 1e-6": a * 1e-6, "times 2^-20": a * 2**-20, "times 0.3": a * 0.3,
+            "times tiny tensor": a * torch.tensor([1e-3, 2e-4, 3e-5, 4e-6]),
+            "matmul tiny": a.reshape(1, 4) @ torch.full((4, 2), 1e-4),
+        }
+        return {k: v.reveal(dtype=torch.float64) for k, v in outs.items()}
+
+    got = run_both(job)
+    xd = x.double()
+    want = {
+        "mean 200000": torch.tensor(1.0), "mean 50000": torch.tensor(1.0),
+        "mean dim": torch.ones(400), "times 1/200000": torch.tensor(1.0),
+        "over 200000": torch.tensor(1.0), "over 200000.0": torch.tensor(1.0),
+        "over -7": xd / -7, "over int tensor": xd / torch.tensor([3.0, 7, -9, 11]),
+        "avg pool 7x7": torch.full((1, 2, 1, 1), 1000.0),
+        "avg pool 3x3": torch.full((1, 2, 3, 3), 1000.0),
+        "times 1e-6": xd * 1e-6, "times 2^-20": xd * 2**-20, "times 0.3": xd * 0.3,
+        "times tiny tensor": xd * torch.tensor([1e-3, 2e-4, 3e-5, 4e-6], dtype=torch.float64),
+        "matmul tiny": (xd.reshape(1, 4) @ torch.full((4, 2), 1e-4, dtype=torch.float64)),
+    }
+    # Divisions: one ulp off the exact quotient, plus half an ulp for encoding x.
+    # Factors: one ulp plus |x| * 2^-(s+1) with s >= 17 fractional bits for the factor.
+    for k, w in want.items():
+        tol = 1.5 * ULP if not k.startswith(("times", "matmul")) else 2 * ULP
+        assert_close(got[k], w, tol)

@@ -15,7 +15,11 @@ Products of two fixed-point values are truncated locally back to
 ``frac_bits`` (error: at most one ulp, except with probability
 ``2^(k+1-64)`` per element for a product of magnitude ``< 2^k`` in ring units; see
 :mod:`veil.ring`). Multiplying by a public *integer* (``3 * x``, ``x * 2.0``) is
-exact and needs no truncation.
+exact and needs no truncation. Dividing by a public integer (``x / 7``,
+``x * (1/7)``, ``mean``, ``avg_pool2d``) is within one ulp however large the
+divisor; other public factors are encoded with extra fractional bits when they
+are small (:func:`veil.ring.public_factor`), so ``x * 1e-6`` keeps 17
+significant bits instead of rounding to zero.
 
 Comparisons and other non-linear functions (``<``, ``==``, ``!=``, ``relu``,
 ``max``...) are implemented in :mod:`veil.mpc.nonlinear` with function secret
@@ -66,6 +70,25 @@ def _gate(name: str):
 
 def _promote(a: torch.dtype, b: torch.dtype) -> torch.dtype:
     return torch.promote_types(a, b)
+
+
+def _reciprocal_integer(value: Any) -> int | None:
+    """``n`` if the public scalar ``value`` is exactly the float ``1/n`` (``x * (1/200000)``)."""
+    if isinstance(value, torch.Tensor):
+        if value.ndim or not value.is_floating_point():
+            return None
+        value = float(value)
+    elif isinstance(value, np.ndarray):
+        if value.ndim or not np.issubdtype(value.dtype, np.floating):
+            return None
+        value = float(value)
+    if not isinstance(value, float | np.floating):
+        return None
+    v = float(value)
+    if not math.isfinite(v) or v == 0.0 or abs(v) >= 1.0:
+        return None
+    n = round(1.0 / v)
+    return n if abs(n) < 2**62 and 1.0 / n == v else None
 
 
 class SecretTensor:
@@ -177,6 +200,27 @@ class SecretTensor:
                                  "non-integer public values; share it in fixed point instead")
         return ring.encode(t, frac_bits, device=self.device)
 
+    def _times_public(self, other: Public, product=torch.mul) -> SecretTensor:
+        """``product(self, other)`` for a public non-integer factor, within about one ulp
+        (limbs with extra fractional bits: :func:`veil.ring.public_factor`)."""
+        if self.frac_bits == 0:
+            return self._wrap(product(self.share, self._encode(other, 0)))  # (integers only)
+        # A Python or numpy scalar is a double: keep all its bits (torch would make it float32).
+        c = float(other) if isinstance(other, numbers.Real) else self._public_tensor(other)
+        factor = ring.public_factor(c, self.frac_bits)
+        return self._wrap(ring.multiply_public(self.share, factor, self.party.rank, product))
+
+    def _divide(self, divisor: int | torch.Tensor) -> SecretTensor:
+        """Division by public non-zero integers, within one ulp (:func:`veil.ring.divide_share`)."""
+        rank = self.party.rank
+        if isinstance(divisor, torch.Tensor):
+            divisor = divisor.to(device=self.device, dtype=torch.int64)
+            share = ring.divide_share(self.share, divisor.abs(), rank) * divisor.sign()
+        else:
+            share = ring.divide_share(self.share, abs(divisor), rank)
+            share = -share if divisor < 0 else share
+        return self._wrap(share)
+
     def _aligned(self, other: SecretTensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         # Bring two sharings to the same precision by an exact left shift.
         f = max(self.frac_bits, other.frac_bits)
@@ -247,8 +291,10 @@ class SecretTensor:
         exact = self._exact_int(other)
         if exact is not None:
             return self._wrap(self.share * exact)
-        raw = self.share * self._encode(other, self.frac_bits)
-        return self._wrap(self._truncate(raw, self.frac_bits))
+        n = _reciprocal_integer(other)
+        if n is not None and self.frac_bits:
+            return self._divide(n)  # x * (1/n): exact division, not a rounded 1/n
+        return self._times_public(other)
 
     __rmul__ = __mul__
 
@@ -262,6 +308,10 @@ class SecretTensor:
         t = self._public_tensor(other).to(torch.float64)
         if bool((t == 0).any()):
             raise ZeroDivisionError("division of a SecretTensor by zero")
+        if (self.frac_bits and bool(torch.isfinite(t).all()) and bool((t == t.round()).all())
+                and bool((t.abs() < 2**62).all())):
+            # An integer divisor, however large, divides within one ulp.
+            return self._divide(t.to(torch.int64) if t.dim() else int(t))
         return self * (1.0 / t if t.dim() else float(1.0 / t))
 
     def div(self, other: Public) -> SecretTensor:
@@ -290,15 +340,13 @@ class SecretTensor:
         exact = self._exact_int(other)
         if exact is not None and isinstance(exact, torch.Tensor):
             return self._wrap(ring.matmul(self.share, exact))
-        raw = ring.matmul(self.share, self._encode(other, self.frac_bits))
-        return self._wrap(self._truncate(raw, self.frac_bits))
+        return self._times_public(other, ring.matmul)
 
     def __rmatmul__(self, other: Public) -> SecretTensor:
         exact = self._exact_int(other)
         if exact is not None and isinstance(exact, torch.Tensor):
             return self._wrap(ring.matmul(exact, self.share))
-        raw = ring.matmul(self._encode(other, self.frac_bits), self.share)
-        return self._wrap(self._truncate(raw, self.frac_bits))
+        return self._times_public(other, lambda share, m: ring.matmul(m, share))
 
     def matmul(self, other: SecretTensor | Public) -> SecretTensor:
         return self @ other
@@ -325,16 +373,16 @@ class SecretTensor:
             if exact is not None and isinstance(exact, torch.Tensor):
                 out = self._wrap(ring.conv2d(self.share, exact, stride, padding))
             else:
-                raw = ring.conv2d(self.share, self._encode(weight, self.frac_bits), stride,
-                                  padding)
-                out = self._wrap(self._truncate(raw, self.frac_bits))
+                out = self._times_public(
+                    weight, lambda share, m: ring.conv2d(share, m, stride, padding))
         return _add_channel_bias(out, bias)
 
     def avg_pool2d(self, kernel_size: ring.IntPair, stride: ring.IntPair | None = None,
                    padding: ring.IntPair = 0) -> SecretTensor:
-        """Average pooling (local: window sums times a public ``1/(kH*kW)``).
+        """Average pooling (local: window sums divided by the public ``kH*kW``).
 
-        Padding counts as zeros in the average (``count_include_pad=True``).
+        Padding counts as zeros in the average (``count_include_pad=True``). The
+        division is within one ulp (:func:`veil.ring.divide_share`).
         """
         kh, kw = ring._pair(kernel_size, "kernel_size")
         sh, sw = ring._pair(stride if stride is not None else (kh, kw), "stride")
@@ -344,8 +392,8 @@ class SecretTensor:
         x = F.pad(self.share, (pw, pw, ph, ph)) if ph or pw else self.share
         if x.shape[2] < kh or x.shape[3] < kw:
             raise ValueError(f"avg_pool2d: kernel {kh}x{kw} larger than input")
-        sums = x.unfold(2, kh, sh).unfold(3, kw, sw).sum(dim=(-1, -2))
-        return self._wrap(sums) * (1.0 / (kh * kw))
+        sums = self._wrap(x.unfold(2, kh, sh).unfold(3, kw, sw).sum(dim=(-1, -2)))
+        return sums._divide(kh * kw) if self.frac_bits else sums * (1.0 / (kh * kw))
 
     # -- reductions -------------------------------------------------------------------
     def sum(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> SecretTensor:
@@ -355,7 +403,7 @@ class SecretTensor:
         return self._wrap(self.share.sum(dim=dim, keepdim=keepdim))
 
     def mean(self, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> SecretTensor:
-        """Mean: a local sum times the public ``1/n`` (truncated: error about one ulp)."""
+        """Mean: a local sum divided by the public ``n`` (within one ulp, for any ``n``)."""
         if dim is None:
             n = self.numel()
         else:
@@ -364,7 +412,9 @@ class SecretTensor:
         if n == 0:
             raise ValueError("mean of an empty SecretTensor")
         s = self.sum(dim, keepdim)
-        return s if n == 1 else s * (1.0 / n)
+        if n == 1:
+            return s
+        return s._divide(n) if self.frac_bits else s * (1.0 / n)
 
     # -- shape operations (local) --------------------------------------------------
     def reshape(self, *shape: Any) -> SecretTensor:
@@ -594,8 +644,8 @@ def conv2d(input: SecretTensor | Public, weight: SecretTensor | Public,
     if exact is not None and isinstance(exact, torch.Tensor):
         out = weight._wrap(ring.conv2d(exact, weight.share, stride, padding))
     else:
-        raw = ring.conv2d(weight._encode(input, weight.frac_bits), weight.share, stride, padding)
-        out = weight._wrap(weight._truncate(raw, weight.frac_bits))
+        out = weight._times_public(
+            input, lambda share, m: ring.conv2d(m, share, stride, padding))
     return _add_channel_bias(out, bias)
 
 
