@@ -174,3 +174,14 @@ def test_gates_at_k_bits_through_veil_run_local(lean: bool) -> None:
 def test_gates_at_k_bits_through_veil_run_tcp() -> None:
     _engine_check(32, True, "tcp")
     _engine_check(20, False, "tcp")
+
+
+def test_boolean_drelu_on_a_small_ring_keeps_its_shares() -> None:
+    """The one-round gate with 1-bit outputs (the BCG+21 key) on a 32-bit ring: XOR shares."""
+    x = np.array([5, 2**31 - 1, 2**31, 2**32 - 1, 0], dtype=np.uint64)  # 2**31.. are negative
+    m0, m1 = gates.sign_keygen(x.shape[0], ring_bits=32, ell=1)
+    x0 = np.array([7, 9, 11, 13, 17], dtype=np.uint64)
+    x1 = (x - x0) & np.uint64(2**32 - 1)
+    xh = gates.sign_mask(m0, x0)[0] + gates.sign_mask(m1, x1)[0]
+    d = (gates.sign_finish(m0, 0, xh)["d"] + gates.sign_finish(m1, 1, xh)["d"]) & np.uint64(1)
+    assert d.tolist() == [1, 1, 0, 0, 1]
