@@ -30,10 +30,13 @@ def one_round(strategy, n, deltas=None, rnd=1):
                                 "veil.dp.fitted": float(np.linalg.norm(delta) <= strategy.dp.clip)})
         cfg = m.content["config"]
         if KEY_PK_B in cfg:
-            ts = TwoServerConfig(int(cfg["veil.twoserver.ring-bits"]), int(cfg["veil.twoserver.frac-bits"]),
-                                 float(cfg["veil.twoserver.max-weight"]), int(cfg["veil.twoserver.max-clients"]))
+            ts = TwoServerConfig(int(cfg["veil.twoserver.ring-bits"]),
+                                 int(cfg["veil.twoserver.frac-bits"]),
+                                 float(cfg["veil.twoserver.max-weight"]),
+                                 int(cfg["veil.twoserver.max-clients"]))
             share, sealed = client_share(delta, 1.0, ts, cfg[KEY_PK_B])
-            content = RecordDict({"metrics": metrics, "veil.share": ArrayRecord({"share-a": Array(share)}),
+            content = RecordDict({"metrics": metrics,
+                                  "veil.share": ArrayRecord({"share-a": Array(share)}),
                                   "veil.seed": ConfigRecord({"sealed-seed": sealed})})
         else:
             content = RecordDict({"metrics": metrics, "arrays": ArrayRecord(
@@ -59,7 +62,8 @@ def test_noise_has_the_stated_scale(aggregation, factor):
 
 def test_epsilon_equals_veil_accountant():
     for name, cls in (("rdp", RDPAccountant), ("pld", PLDAccountant)):
-        dp = ClientDP(noise_multiplier=1.1, clip=1.0, sample_rate=0.1, population=100, accountant=name)
+        dp = ClientDP(noise_multiplier=1.1, clip=1.0, sample_rate=0.1, population=100,
+                      accountant=name)
         strategy = VeilFedAvg(dp=dp)
         for rnd in range(1, 3):
             one_round(strategy, 100, rnd=rnd)

@@ -18,7 +18,8 @@ def test_dirichlet_is_skewed_iid_is_not():
     def mean_classes(scheme):
         parts = partition(labels, 10, scheme, seed=0)
         # classes that hold at least 10% of a client's examples
-        return np.mean([(np.bincount(labels[p], minlength=10) >= 0.1 * len(p)).sum() for p in parts])
+        return np.mean([(np.bincount(labels[p], minlength=10) >= 0.1 * len(p)).sum()
+                        for p in parts])
 
     assert mean_classes("dirichlet:0.1") < 4 < mean_classes("iid")
 
@@ -26,7 +27,7 @@ def test_dirichlet_is_skewed_iid_is_not():
 def test_same_seed_same_split_and_errors():
     labels = np.arange(50) % 5
     a, b = partition(labels, 5, "dirichlet:0.5", 1), partition(labels, 5, "dirichlet:0.5", 1)
-    assert all((x == y).all() for x, y in zip(a, b))
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
     with pytest.raises(ValueError, match="cannot give"):
         partition(labels, 60)
     with pytest.raises(ValueError, match="unknown partition"):

@@ -15,7 +15,7 @@ from veil.fl.twoserver import (
 
 def run_round(updates, weights, cfg, drop_a=(), drop_b=()):
     a, b = Aggregator("A", cfg), Aggregator("B", cfg)
-    for cid, (u, w) in enumerate(zip(updates, weights)):
+    for cid, (u, w) in enumerate(zip(updates, weights, strict=True)):
         share, sealed = client_share(u, w, cfg, b.public_key)
         if cid not in drop_a:
             a.receive(cid, share)
@@ -80,7 +80,7 @@ def test_aggregator_b_sees_only_a_sealed_seed():
     # the same update gives unrelated uploads each time; B's payload has a fixed size
     assert not (s1 == s2).any() and sealed1 != sealed2 and len(sealed1) == SEALED_SEED_BYTES
     with pytest.raises(ValueError, match="no sealing key"):
-        a.public_key
+        _ = a.public_key
 
 
 def test_refusals_and_single_use():

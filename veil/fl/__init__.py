@@ -36,10 +36,20 @@ except ImportError as exc:  # pragma: no cover
     raise ImportError("veil.fl needs Flower: pip install 'flwr[simulation]>=1.42,<1.43'") from exc
 
 from veil.fl.config import FLConfig
-from veil.fl.dp import ClientDP
 from veil.fl.partition import partition
-from veil.fl.simulation import simulate
 from veil.fl.task import Task
 from veil.fl.twoserver import TwoServerConfig
 
 __all__ = ["ClientDP", "FLConfig", "Task", "TwoServerConfig", "partition", "simulate"]
+
+
+def __getattr__(name: str):
+    # loaded on use: a ClientApp process imports this package and needs neither
+    # the DP accountants (scipy) nor the simulation engine (Ray)
+    if name == "ClientDP":
+        from veil.fl.dp import ClientDP
+        return ClientDP
+    if name == "simulate":
+        from veil.fl.simulation import simulate
+        return simulate
+    raise AttributeError(f"module 'veil.fl' has no attribute {name!r}")

@@ -36,9 +36,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
-from veil.fl.config import FLConfig
-from veil.fl.meter import Meter, metered
-from veil.fl.strategy import KEY_DP_CLIP, KEY_PK_B, VeilFedAvg, flatten
+from veil.fl.config import KEY_DP_CLIP, KEY_PK_B, FLConfig
 from veil.fl.task import Task, get_params, set_params
 from veil.fl.twoserver import TwoServerConfig, client_share
 
@@ -112,7 +110,7 @@ def _train(msg: Message, context: Context) -> Message:
     else:
         flat = flatten(old) + delta
         out, i = {}, 0
-        for key, a in zip(arrays.keys(), old):
+        for key, a in zip(arrays.keys(), old, strict=True):
             out[key] = Array(flat[i:i + a.size].reshape(a.shape).astype(a.dtype))
             i += a.size
         content["arrays"] = ArrayRecord(out)
@@ -198,6 +196,8 @@ class RoundLog:
 
 def _run_server(grid: Grid, context: Context, cfg: FLConfig, log_: RoundLog) -> None:
     from veil.fl.dp import ClientDP
+    from veil.fl.meter import Meter, metered
+    from veil.fl.strategy import VeilFedAvg
 
     meter = Meter()
     metered(grid, meter)
@@ -294,7 +294,7 @@ def _run_server(grid: Grid, context: Context, cfg: FLConfig, log_: RoundLog) -> 
         res = evaluate(rnd, arrays.to_numpy_ndarrays(), extra)
         return MetricRecord({"accuracy": res["accuracy"], "loss": res["loss"]})
 
-    initial = ArrayRecord({k: Array(a) for k, a in zip(keys, init)})
+    initial = ArrayRecord({k: Array(a) for k, a in zip(keys, init, strict=True)})
     strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg.rounds,
                    timeout=cfg.timeout, evaluate_fn=evaluate_fn)
 
@@ -306,9 +306,23 @@ def make_server_app(cfg: FLConfig | None = None, log_: RoundLog | None = None) -
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         run_cfg = cfg if cfg is not None else FLConfig.from_flat(dict(context.run_config))
-        _run_server(grid, context, run_cfg, log_ if log_ is not None else RoundLog(_log_line))
+        rounds = log_ if log_ is not None else RoundLog(_log_line)
+        _run_server(grid, context, run_cfg, rounds)
+        report = context.run_config.get("veil.report")
+        if report:  # a deployment: hand the history back through a file, written atomically
+            import json
+            import os
+            tmp = f"{report}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"config": run_cfg.to_flat(), "initial": rounds.initial,
+                           "rounds": rounds.rounds}, f)
+            os.replace(tmp, report)
 
     return app
+
+
+def flatten(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
 
 
 def _log_line(entry: dict) -> None:

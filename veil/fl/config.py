@@ -18,6 +18,9 @@ from dataclasses import asdict, dataclass, field, fields
 from veil.fl.task import Task
 
 AGGREGATIONS = ("plain", "secagg+", "two-server")
+# round-config keys the ClientApp reads
+KEY_PK_B = "veil.twoserver.pk-b"
+KEY_DP_CLIP = "veil.dp.clip"
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from veil.csprng import CSPRNG
-from veil.dp.accountants import make_accountant
 
 
 @dataclass
@@ -85,7 +84,8 @@ class ClientDP:
 
     def __post_init__(self) -> None:
         if not self.noise_multiplier > 0:
-            raise ValueError("client-level DP needs noise_multiplier > 0 (z = 0 gives no guarantee)")
+            raise ValueError(
+                "client-level DP needs noise_multiplier > 0 (z = 0 gives no guarantee)")
         if not self.clip > 0:
             raise ValueError("the clipping norm must be > 0")
         if not 0 < self.sample_rate <= 1:
@@ -99,8 +99,9 @@ class ClientDP:
                 self.bit_noise_std = self.expected_clients / 20
             if self.update_noise_multiplier <= 0 or not math.isfinite(self.update_noise_multiplier):
                 raise ValueError(
-                    f"adaptive clipping with bit noise {self.bit_noise_std} leaves no budget for the "
-                    f"update noise at z = {self.noise_multiplier}: raise bit_noise_std")
+                    f"adaptive clipping with bit noise {self.bit_noise_std} leaves no budget "
+                    f"for the update noise at z = {self.noise_multiplier}: raise bit_noise_std")
+        from veil.dp.accountants import make_accountant  # scipy: only where DP is used
         make_accountant(self.accountant)  # unknown names fail now, not after training
 
     @property
@@ -124,10 +125,11 @@ class ClientDP:
         """Poisson sampling: each connected client independently with probability ``q``."""
         if len(node_ids) != self.population:
             raise ValueError(
-                f"{len(node_ids)} clients are connected but the DP population is {self.population}: "
+                f"{len(node_ids)} clients are connected but the DP population is "
+                f"{self.population}: "
                 "the true sampling rate would differ from the one accounted for; refusing")
         u = rng.uniform(len(node_ids)).numpy()
-        return [n for n, keep in zip(node_ids, u < self.sample_rate) if keep]
+        return [n for n, keep in zip(node_ids, u < self.sample_rate, strict=True) if keep]
 
     def clip_update(self, delta: np.ndarray) -> tuple[np.ndarray, bool]:
         """``delta`` scaled to norm <= ``clip``; and whether it already fitted."""
@@ -148,6 +150,7 @@ class ClientDP:
         if k == 0:
             return 0.0
         if (k, d) not in self._cache:
+            from veil.dp.accountants import make_accountant
             acc = make_accountant(self.accountant)
             acc.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate, steps=k)
             self._cache[(k, d)] = acc.get_epsilon(d)

@@ -29,7 +29,8 @@ def parse_scheme(scheme: str) -> tuple[str, float | None]:
         try:
             alpha = float(arg)
         except ValueError:
-            raise ValueError(f"dirichlet needs a concentration, e.g. 'dirichlet:0.5', got {scheme!r}")
+            raise ValueError(f"dirichlet needs a concentration, e.g. 'dirichlet:0.5', "
+                             f"got {scheme!r}") from None
         if not alpha > 0:
             raise ValueError(f"the Dirichlet concentration must be > 0, got {alpha}")
         return "dirichlet", alpha

@@ -22,27 +22,29 @@ from collections.abc import Iterable
 from logging import INFO, WARNING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from veil.csprng import CSPRNG
+from veil.fl.apps import flatten
+from veil.fl.config import KEY_DP_CLIP, KEY_PK_B
 from veil.fl.dp import ClientDP
 from veil.fl.twoserver import Aggregator, TwoServerConfig, reveal
-
-# config keys the ClientApp reads
-KEY_PK_B = "veil.twoserver.pk-b"
-KEY_DP_CLIP = "veil.dp.clip"
-
-
-def flatten(arrays: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
 
 
 def unflatten(flat: np.ndarray, like: ArrayRecord) -> ArrayRecord:
     out, i = {}, 0
-    for key, arr in zip(like.keys(), like.to_numpy_ndarrays()):
+    for key, arr in zip(like.keys(), like.to_numpy_ndarrays(), strict=True):
         n = arr.size
         out[key] = Array(flat[i:i + n].reshape(arr.shape).astype(arr.dtype))
         i += n
@@ -182,7 +184,8 @@ class VeilFedAvg(FedAvg):
                     log(WARNING, "client %d's upload is malformed and left out: %s", cid, exc)
             mean, weight, included = reveal(a, b, size)
             self._pair = None
-            return mean * weight * self.twoserver.max_weight, len(included), weight * self.twoserver.max_weight
+            scale = self.twoserver.max_weight
+            return mean * weight * scale, len(included), weight * scale
         current = flatten(self._current.to_numpy_ndarrays())
         total = np.zeros(size)
         weight = 0.0

@@ -38,7 +38,8 @@ DATASETS = ("mnist", "cifar10", "digits")
 
 
 @functools.lru_cache(maxsize=8)
-def load_dataset(name: str, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_dataset(name: str, split: str, limit: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised ``(x, y)`` tensors of a dataset split (cached per process)."""
     if name == "mnist":
         from veil.data import mnist_tensors
@@ -114,7 +115,8 @@ class Task:
     def __post_init__(self) -> None:
         parse_scheme(self.partition)
         if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+            raise ValueError(
+                f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         if self.num_clients < 1:
             raise ValueError("num_clients must be >= 1")
         if self.proximal_mu < 0 or self.local_dp_noise < 0:
@@ -186,7 +188,8 @@ class Task:
                 idx = order[i:i + self.batch_size]
                 loss = F.cross_entropy(model(x[idx]), y[idx])
                 if anchor is not None:
-                    prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                    prox = sum(((p - a) ** 2).sum()
+                               for p, a in zip(model.parameters(), anchor, strict=True))
                     loss = loss + 0.5 * self.proximal_mu * prox
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -249,5 +252,5 @@ def set_params(model: nn.Module, arrays: list[np.ndarray]) -> None:
         raise ValueError(f"model has {len(keys)} tensors, got {len(arrays)} arrays")
     state = OrderedDict(
         (k, torch.from_numpy(np.asarray(a)).to(v.dtype).reshape(v.shape))
-        for (k, v), a in zip(model.state_dict().items(), arrays))
+        for (k, v), a in zip(model.state_dict().items(), arrays, strict=True))
     model.load_state_dict(state)

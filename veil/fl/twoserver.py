@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from veil.csprng import SEED_BYTES, CSPRNG
+from veil.csprng import CSPRNG, SEED_BYTES
 
 #: bytes of a sealed seed: ephemeral public key 32 + nonce 12 + seed 16 + GCM tag 16
 SEALED_SEED_BYTES = 32 + 12 + SEED_BYTES + 16
@@ -94,7 +94,8 @@ class TwoServerConfig:
         if self.ring_bits not in (32, 64):
             raise ValueError(f"ring_bits must be 32 or 64, got {self.ring_bits}")
         if not 0 <= self.frac_bits <= self.ring_bits - 8:
-            raise ValueError(f"frac_bits must be in [0, {self.ring_bits - 8}], got {self.frac_bits}")
+            raise ValueError(
+                f"frac_bits must be in [0, {self.ring_bits - 8}], got {self.frac_bits}")
         if not self.max_weight > 0 or self.max_clients < 1 or self.noise_std < 0:
             raise ValueError("max_weight must be > 0, max_clients >= 1, noise_std >= 0")
 
@@ -186,7 +187,8 @@ class Aggregator:
     @property
     def public_key(self) -> bytes:
         if self._key is None:
-            raise ValueError("aggregator A has no sealing key (clients send it shares in the clear)")
+            raise ValueError(
+                "aggregator A has no sealing key (clients send it shares in the clear)")
         return self._key.public_key().public_bytes(serialization.Encoding.Raw,
                                                    serialization.PublicFormat.Raw)
 
