@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from veil.cli import attack, bench, data, demo, dp, fe, models, service
+from veil.cli import fl as fl_cli
 from veil.cli import he as he_cli
 from veil.cli import keys as keys_cli
 from veil.cli import train as train_cli
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(dp.app, name="dp")
+app.add_typer(fl_cli.app, name="fl")
 app.add_typer(attack.app, name="attack")
 app.add_typer(fe.app, name="fe")
 app.add_typer(he_cli.app, name="he")
