@@ -174,10 +174,30 @@ def test_refusal_names_the_source_line() -> None:
                      lr=0.1)
 
 
-def test_keeping_weights_shared_is_refused_clearly_for_now() -> None:
-    with pytest.raises(ValueError, match="reveal_to"):
-        secure_train(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), torch.zeros(4, 1, 8, 8),
-                     torch.zeros(4, dtype=torch.long), epochs=1, lr=0.1, reveal_to=None)
+def test_weights_nobody_knows_are_served_as_they_are(tmp_path) -> None:
+    """reveal_to=None: nothing is opened, each party keeps its shares in its own file, and
+    serve() answers queries with them; the answers are the twin-trained model's."""
+    from veil.nn.inference import serve
+    from veil.nn.secure import SharedWeights
+
+    x, y = _digits(80)
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    kw = dict(epochs=1, batch_size=40, lr=0.1, loss="mse", seed=1)
+    handle, report = secure_train(model, x, y, reveal_to=None, shares_dir=str(tmp_path), **kw)
+    assert isinstance(handle, SharedWeights) and report.opened == []
+    for f in handle.files:
+        assert (tmp_path / f).stat().st_mode & 0o077 == 0
+    shares = [torch.load(f, weights_only=True) for f in handle.files]
+    twin = twin_train(model, x, y, **kw)
+    first = shares[0]["_1.weight"] + shares[1]["_1.weight"]   # the test may add them up
+    assert torch.equal(first, torch.round(twin.state_dict()["1.weight"].double().t() * 2**16)
+                       .long())
+    outs, _ = serve(handle, [x[:5]], reveal_to=1)
+    with torch.no_grad():
+        assert (outs[0] - twin(x[:5]).double()).abs().max() < 1e-2
+    with pytest.raises(ValueError, match="reveal_to must be 0, 1 or None"):
+        secure_train(model, x, y, reveal_to=2, **kw)
 
 
 def test_lazy_name() -> None:

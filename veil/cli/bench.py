@@ -14,7 +14,8 @@ import typer
 app = typer.Typer(help="Benchmarks: print a table, write JSON (compare with peers as ratios).",
                   no_args_is_help=True)
 
-BENCHMARKS = ("mpc", "fss", "inference", "dp_sgd", "dp_langevin", "attacks", "fe", "service")
+BENCHMARKS = ("mpc", "fss", "inference", "dp_sgd", "dp_langevin", "attacks", "fe", "service",
+              "training", "he")
 
 JSON_OPT = typer.Option(False, "--json", help="Print the results as JSON.")
 OUTPUT_OPT = typer.Option(None, "--output", "-o", help="Write the JSON here.")

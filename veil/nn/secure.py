@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import torch
+
 from veil.nn.graph import SecureGraph
 from veil.nn.layer import Layer
 from veil.nn.ops import get_op, mask_id
@@ -53,8 +55,9 @@ if TYPE_CHECKING:
     from veil.mpc.party import Party
     from veil.mpc.tensor import FixedSecretTensor, SecretTensor
 
-__all__ = ["DATA_OWNER", "MODEL_OWNER", "SharedModel", "mask_id", "material_plan",
-           "parameter_shapes", "secure_forward", "setup_plan", "share_weights"]
+__all__ = ["DATA_OWNER", "MODEL_OWNER", "SharedModel", "SharedWeights", "load_shares",
+           "mask_id", "material_plan", "parameter_shapes", "save_shares", "secure_forward",
+           "setup_plan", "share_weights"]
 
 MODEL_OWNER = 0
 DATA_OWNER = 1
@@ -113,6 +116,58 @@ def share_weights(party: Party, graph: SecureGraph, owner: int = MODEL_OWNER,
             value = op.param_view(layer, kind, getattr(layer, kind)).double()
         param = party.share(value, owner=owner, shape=shape)
         if session is not None and kind == "weight" and op.bilinear:
+            param = param.fix_mask(mask_id(session, name))
+        params[(name, kind)] = param
+    return SharedModel(graph, params, session)
+
+
+@dataclass(frozen=True)
+class SharedWeights:
+    """A model whose weights nobody knows: its public architecture and, for each party, a
+    file only that party reads holding its raw shares (e.g. from private training with
+    ``reveal_to=None``). :func:`veil.nn.inference.serve` accepts it in place of a model.
+    """
+
+    graph: SecureGraph
+    files: tuple[str, str]
+    frac_bits: int = 16
+
+
+def save_shares(model: SharedModel, path: str) -> None:
+    """Write this party's raw parameter shares to ``path`` (owner-only, atomically)."""
+    import os
+    import tempfile
+
+    state = {f"{name}.{kind}": p.share.cpu() for (name, kind), p in model.params.items()}
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".shares-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_shares(party: Party, graph: SecureGraph, path: str, frac_bits: int = 16,
+                session: str | None = None) -> SharedModel:
+    """This party's :class:`SharedModel` from its share file (see :func:`save_shares`);
+    with a ``session``, the bilinear weights are opened once under reusable masks as in
+    :func:`share_weights`."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    params: dict[tuple[str, str], SecretTensor | FixedSecretTensor] = {}
+    for name, kind, shape in parameter_shapes(graph):
+        share = state.get(f"{name}.{kind}")
+        if not isinstance(share, torch.Tensor) or tuple(share.shape) != shape \
+                or share.dtype != torch.int64:
+            raise ValueError(f"{path}: no int64 share of {name}.{kind} with shape {shape}")
+        param = party.from_share(share, frac_bits)
+        if session is not None and kind == "weight" and get_op(graph.layer(name).op).bilinear:
             param = param.fix_mask(mask_id(session, name))
         params[(name, kind)] = param
     return SharedModel(graph, params, session)

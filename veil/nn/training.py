@@ -54,7 +54,7 @@ from veil.nn.graph import SecureGraph, convert
 from veil.nn.losses import check_loss
 from veil.nn.ops import get_op
 from veil.nn.optim import SGDConfig
-from veil.nn.secure import DATA_OWNER, MODEL_OWNER, share_weights
+from veil.nn.secure import DATA_OWNER, MODEL_OWNER, SharedWeights, save_shares, share_weights
 
 Progress = Callable[[int, int], None]
 
@@ -173,6 +173,7 @@ class TrainConfig:
     reveal_to: int | None
     curve: bool = False
     frac_bits: int = DEFAULT_FRAC_BITS
+    share_files: tuple[str, str] | None = None
 
 
 def train_job(party, private: Any, public: SecureGraph, cfg: TrainConfig,
@@ -231,10 +232,14 @@ def train_job(party, private: Any, public: SecureGraph, cfg: TrainConfig,
     out: dict[str, Any] = {"steps": steps, "epoch_s": epoch_s, "curve": curve}
     if cfg.test_samples:
         out["test_correct"] = _test_correct(party, state, data, cfg, graph)
-    out["weights"] = {f"{name}.{kind}": _unview(graph, name, kind,
-                                                p.reveal(to=cfg.reveal_to, dtype=torch.float64))
-                      for (name, kind), p in state.model.params.items()} \
-        if cfg.reveal_to is not None else None
+    if cfg.reveal_to is None:  # nobody learns the weights: each party keeps its shares
+        save_shares(state.model, cfg.share_files[rank])
+        out["weights"] = None
+    else:
+        out["weights"] = {
+            f"{name}.{kind}": _unview(graph, name, kind,
+                                      p.reveal(to=cfg.reveal_to, dtype=torch.float64))
+            for (name, kind), p in state.model.params.items()}
     return out
 
 
@@ -299,7 +304,8 @@ def secure_train(
     timeout: float = 600.0,
     threads: int | None = None,
     progress: Progress | None = None,
-) -> tuple[nn.Module | None, TrainingReport]:
+    shares_dir: str | None = None,
+) -> tuple[nn.Module | SharedWeights, TrainingReport]:
     """Train ``model`` on ``(x, y)`` with two-party computation; nothing is opened until the end.
 
     The model owner (party 0) shares the initial weights of ``model``, the data
@@ -317,26 +323,30 @@ def secure_train(
     transport: ``"local"`` (threads) or ``"tcp"`` (three processes; each computing
         process receives only its own private input).
     reveal_to: who learns the trained weights: 0 (the model owner), 1, or ``None``
-        (nobody: the weights stay shared; not supported yet, see the issue tracker).
+        (nobody: each party writes its shares to its own file in ``shares_dir`` and a
+        :class:`~veil.nn.secure.SharedWeights` handle is returned instead of a model;
+        :func:`veil.nn.inference.serve` runs it as it is, so a model can be trained and
+        served without anyone ever seeing it).
     x_test, y_test: a test set held by the data owner: the accuracy is computed on
         shares and only the count of correct predictions is opened (to both).
     shuffle, seed: the data owner shuffles the samples every epoch (its own choice;
         ``seed`` makes the order reproducible).
     curve: also count correct training predictions on shares and open one accuracy per
-        epoch to ``reveal_to`` (listed in ``report.opened``).
+        epoch to ``reveal_to`` (to both when it is ``None``; listed in ``report.opened``).
+    shares_dir: where the parties' share files go with ``reveal_to=None`` (default: a new
+        private temporary folder).
 
     Returns
     -------
-    model: a trained copy of ``model`` (``None`` unless this process is told the weights,
-        i.e. ``reveal_to`` is 0 or 1).
+    model: a trained copy of ``model`` (``reveal_to`` 0 or 1), or the
+        :class:`~veil.nn.secure.SharedWeights` handle (``reveal_to=None``).
     report: :class:`TrainingReport`.
     """
     graph, classes = _prepare(model, x, y, loss)
     if transport not in ("local", "tcp"):
         raise ValueError(f"transport must be 'local' or 'tcp', got {transport!r}")
-    if reveal_to not in (0, 1):
-        raise ValueError(f"reveal_to must be 0 or 1 (keeping the weights shared is not "
-                         f"supported yet), got {reveal_to!r}")
+    if reveal_to not in (0, 1, None):
+        raise ValueError(f"reveal_to must be 0, 1 or None, got {reveal_to!r}")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -346,9 +356,17 @@ def secure_train(
     if x_test is not None:
         check_data(graph, x_test, y_test, classes, "x_test", "y_test")
     sgd = SGDConfig(lr, momentum, weight_decay)
+    files = None
+    if reveal_to is None:
+        import os
+        import tempfile
+
+        folder = shares_dir or tempfile.mkdtemp(prefix="veil-shared-model-")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        files = tuple(os.path.join(folder, f"party{r}-shares.pt") for r in (0, 1))
     cfg = TrainConfig(epochs, batch_size, int(x.shape[0]),
                       0 if x_test is None else int(x_test.shape[0]), loss, sgd, reveal_to,
-                      curve)
+                      curve, share_files=files)
     _check_range(graph, x, cfg)
     if shuffle and seed is None:
         seed = secrets.randbits(63)
@@ -376,7 +394,7 @@ def _check_range(graph: SecureGraph, x: torch.Tensor, cfg: TrainConfig) -> None:
 
 
 def _collect(model: nn.Module, graph: SecureGraph, results: list, cfg: TrainConfig,
-             transport: str) -> tuple[nn.Module | None, TrainingReport]:
+             transport: str) -> tuple[nn.Module | SharedWeights, TrainingReport]:
     r0, r1 = results
     full = [i for i, s in enumerate(r0["steps"]) if s["size"] == cfg.batch_size] or [0]
     pairs = list(zip(r0["steps"], r1["steps"], strict=True))
@@ -394,14 +412,17 @@ def _collect(model: nn.Module, graph: SecureGraph, results: list, cfg: TrainConf
         epoch_s=[max(a, b) for a, b in zip(r0["epoch_s"], r1["epoch_s"], strict=True)],
     )
     who = cfg.reveal_to
+    told = [0, 1] if who is None else [who]
     if cfg.curve:
-        report.curve = [float(c) / cfg.samples for c in (r0, r1)[who]["curve"]]
+        report.curve = [float(c) / cfg.samples for c in (r0, r1)[told[-1]]["curve"]]
         report.opened.append({"value": "training accuracy of each epoch (one count per epoch)",
-                              "to": [who]})
+                              "to": told})
     if cfg.test_samples:
         report.test_accuracy = float(r0["test_correct"]) / cfg.test_samples
         report.opened.append({"value": "test accuracy (the count of correct predictions)",
                               "to": [0, 1]})
+    if who is None:
+        return SharedWeights(graph.public(), cfg.share_files, cfg.frac_bits), report
     report.opened.append({"value": "trained weights and biases", "to": [who]})
     trained = copy.deepcopy(model)
     load_state(trained, graph, (r0, r1)[who]["weights"])
