@@ -4,22 +4,16 @@ import dataclasses
 
 import numpy as np
 import pytest
-from flwr.app import Context, RecordDict
 
-from veil.fl.apps import RoundLog, _run_server, client_app, secaggplus_client_app
 from veil.fl.config import FLConfig
+from veil.fl.inprocess import run_in_process
 from veil.fl.task import Task
 
 TASK = Task(model="mlp", dataset="digits", num_clients=5, lr=0.1, local_epochs=3, train_limit=600)
 
 
 def run(grid_factory, cfg, fail=None):
-    app = secaggplus_client_app() if cfg.aggregation == "secagg+" else client_app
-    grid = grid_factory(app, cfg.task.num_clients, fail)
-    log = RoundLog()
-    ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
-    _run_server(grid, ctx, cfg, log)
-    return log
+    return run_in_process(cfg, fail)
 
 
 def test_secure_aggregations_give_plain_fedavg(grid_factory):
