@@ -25,7 +25,7 @@ def test_bad_arguments_are_rejected_before_any_work(tmp_path):
 def test_inversion_with_a_saved_model(tmp_path):
     import torch
 
-    from veil.attacks.targets import Recipe, load_dataset, train
+    from veil.audit.targets import Recipe, load_dataset, train
     x, y = load_dataset("digits", "train")
     model = train(Recipe(arch="linear", epochs=10, lr=1e-2, seed=0), x, y, 10)
     torch.save(model, tmp_path / "m.pt")
@@ -57,7 +57,7 @@ def test_membership_of_a_saved_model(tmp_path):
     import numpy as np
     import torch
 
-    from veil.attacks.targets import Recipe, load_dataset, train
+    from veil.audit.targets import Recipe, load_dataset, train
     x, y = load_dataset("digits", "train", limit=300)
     members = np.zeros(300, bool)
     members[::2] = True

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from veil.attacks import gradient_inversion as gi
-from veil.attacks.targets import build_model, load_dataset, pixel_range, to_unit
+from veil.audit.targets import build_model, load_dataset, pixel_range, to_unit
 from veil.csprng import CSPRNG
 
 

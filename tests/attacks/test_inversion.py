@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from veil.attacks.inversion import invert_class, invert_class_blackbox, similarity_to_mean
-from veil.attacks.targets import Recipe, load_dataset, pixel_range, to_unit, train
+from veil.audit.targets import Recipe, load_dataset, pixel_range, to_unit, train
 
 
 class ScoresOnly:

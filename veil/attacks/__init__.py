@@ -6,8 +6,10 @@
 * :mod:`veil.attacks.gradient_inversion` — DLG and Inverting Gradients on FedSGD/FedAvg updates.
 * :mod:`veil.attacks.metrics` — ROC, AUC, balanced accuracy, TPR at low FPR.
 * :mod:`veil.attacks.scores` — scores-only (black-box) access to a classifier.
-* :mod:`veil.attacks.targets` — reference models, datasets and training recipes.
-* :mod:`veil.attacks.experiments` — the reference experiments behind ``veil attack`` and the bench.
+
+Experiment drivers (reference targets and their training, DP-SGD retraining, the
+experiments behind ``veil attack`` and the bench, plots and tables) live above the
+attacks, in :mod:`veil.audit`.
 """
 
 from veil.attacks.metrics import MembershipResult, evaluate_scores

@@ -1,6 +1,6 @@
 """Benchmark of the privacy attacks: wall time and results of each reference experiment.
 
-Runs the three experiments of :mod:`veil.attacks.experiments` once and prints:
+Runs the three experiments of :mod:`veil.audit.experiments` once and prints:
 
 * membership inference — AUC, balanced accuracy and TPR at 0.1% / 1% FPR of the
   threshold attack, the shadow-model attack and LiRA (online, offline) against the
@@ -57,12 +57,12 @@ def main(json_stdout: bool = False, output: Path | None = None, quick: bool = Fa
     """Run the attack benchmark, print tables, write JSON; returns the results."""
     from rich.console import Console
 
-    from veil.attacks.experiments import (
+    from veil.audit.experiments import (
         gradient_experiment,
         inversion_experiment,
         membership_experiment,
     )
-    from veil.cli.attack import gradient_table, inversion_table, membership_table
+    from veil.audit.render import gradient_table, inversion_table, membership_table
 
     output = Path(output) if output is not None else DEFAULT_OUTPUT
     figures = output.parent / output.stem

@@ -1,7 +1,7 @@
 """``veil attack``: measure what a model or an update leaks (membership, inversion, gradients).
 
 Each command runs a reference experiment on real data (see
-:mod:`veil.attacks.experiments`), writes a JSON report and PNG figures under
+:mod:`veil.audit.experiments`), writes a JSON report and PNG figures under
 ``--output`` and prints a summary table; ``--json`` prints the report on stdout
 instead (progress bars go to stderr).
 """
@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+
+from veil.audit.render import gradient_table, inversion_table, membership_table
 
 app = typer.Typer(help="Privacy attacks: membership inference, model inversion, gradient "
                        "inversion. Each writes a JSON report and PNG figures.",
@@ -71,61 +73,6 @@ def _jsonable(o: object) -> object:
     raise TypeError(f"cannot serialise {type(o).__name__}")
 
 
-def _fmt(v: object) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
-
-
-def membership_table(report: dict):
-    """Rich table: one row per target and attack."""
-    from rich.table import Table
-    t = Table(title=f"Membership inference ({report['num_shadows']} shadow models)")
-    for col in ("target", "train/test acc", "attack", "AUC", "bal. acc", "TPR@0.1%FPR",
-                "TPR@1%FPR"):
-        t.add_column(col, justify="right" if col not in ("target", "attack") else "left",
-                     no_wrap=True)
-    for name, tr in report["targets"].items():
-        acc = f"{tr['train_accuracy']:.2f}/{tr['test_accuracy']:.2f}"
-        for i, (attack, m) in enumerate(tr["attacks"].items()):
-            t.add_row(name if i == 0 else "", acc if i == 0 else "", attack, _fmt(m["auc"]),
-                      _fmt(m["balanced_accuracy"]), _fmt(m["tpr_at_0.1%_fpr"]),
-                      _fmt(m["tpr_at_1%_fpr"]))
-    return t
-
-
-def inversion_table(report: dict):
-    """Rich table: one row per inversion mode."""
-    from rich.table import Table
-    t = Table(title=f"Model inversion on {report['dataset']} "
-                    f"(model test accuracy {report['model']['test_accuracy']:.3f})")
-    for col in ("mode", "recognised", "mean confidence", "corr. to class mean",
-                "closest to own class", "seconds"):
-        t.add_column(col, justify="left" if col == "mode" else "right", no_wrap=col == "mode")
-    for name, m in report["modes"].items():
-        t.add_row(name, _fmt(m["recognised"]), _fmt(m["mean_confidence"]),
-                  _fmt(m["mean_correlation"]), _fmt(m["closest_to_own_class"]),
-                  f"{m['seconds']:.1f}")
-    return t
-
-
-def gradient_table(report: dict):
-    """Rich table: one row per gradient-inversion scenario."""
-    from rich.table import Table
-    tvs = ", ".join(f"{k} {v['chosen']:g}" for k, v in report["tv_weight"].items())
-    t = Table(title=f"Gradient inversion on {report.get('dataset', 'mnist')} "
-                    f"(TV weight tuned: {tvs})")
-    for col in ("scenario", "images", "PSNR dB", "SSIM", "labels", "seconds"):
-        t.add_column(col, justify="left" if col == "scenario" else "right",
-                     no_wrap=col == "scenario")
-    for name, s in report["scenarios"].items():
-        t.add_row(name, str(s["images"]), f"{s['psnr']:.1f}", f"{s['ssim']:.3f}",
-                  _fmt(s["label_accuracy"]), f"{s['seconds']:.1f}")
-    return t
-
-
 @app.command("membership")
 def membership(
     quick: bool = _QUICK,
@@ -147,7 +94,7 @@ def membership(
     threads: int = _THREADS,
 ) -> None:
     """Threshold, shadow-model (Shokri) and LiRA attacks on reference targets or your model."""
-    from veil.attacks.experiments import load_model, membership_experiment, membership_of_model
+    from veil.audit.experiments import load_model, membership_experiment, membership_of_model
     _set_threads(threads)
     if (model is None) != (members is None):
         raise typer.BadParameter("--model and --members go together", param_hint="--members")
@@ -185,7 +132,7 @@ def inversion(
     threads: int = _THREADS,
 ) -> None:
     """Fredrikson model inversion of every class: white box, black box, rounded scores."""
-    from veil.attacks.experiments import inversion_experiment, load_model
+    from veil.audit.experiments import inversion_experiment, load_model
     _set_threads(threads)
     try:
         picked = tuple(int(c) for c in classes.split(",")) if classes else None
@@ -210,7 +157,7 @@ def gradient(
     threads: int = _THREADS,
 ) -> None:
     """DLG and Inverting Gradients on federated updates under each defence."""
-    from veil.attacks.experiments import gradient_experiment, load_model
+    from veil.audit.experiments import gradient_experiment, load_model
     _set_threads(threads)
     net = load_model(model) if model is not None else None
     with _tracker(True) as tracker:

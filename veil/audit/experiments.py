@@ -17,7 +17,7 @@ report, writing its figures (PNG) to an output folder:
 
 Example
 -------
->>> from veil.attacks.experiments import membership_experiment    # doctest: +SKIP
+>>> from veil.audit.experiments import membership_experiment    # doctest: +SKIP
 >>> report = membership_experiment("out/membership", quick=True)   # doctest: +SKIP
 >>> report["attacks"]["lira"]["tpr_at_1%_fpr"]                      # doctest: +SKIP
 """
@@ -35,9 +35,9 @@ import torch
 from veil.attacks import gradient_inversion as gi
 from veil.attacks.inversion import invert_class, invert_class_blackbox, similarity_to_mean
 from veil.attacks.membership import hflip, identity, run_attacks, shift
-from veil.attacks.plots import image_grid, roc_plot
 from veil.attacks.scores import ScoreOracle
-from veil.attacks.targets import (
+from veil.audit.plots import image_grid, roc_plot
+from veil.audit.targets import (
     Recipe,
     accuracy,
     load_dataset,
@@ -155,7 +155,7 @@ def _membership_target(t: MembershipTarget, out_dir: Path, shadows: int, seed: i
                        tracker: Tracker, target: torch.nn.Module | None = None,
                        members: np.ndarray | None = None) -> dict:
     if t.dp_epsilon is not None:
-        from veil.attacks._dp import calibrate
+        from veil.audit.dp_training import calibrate
         t = replace(t, recipe=calibrate(t.recipe, t.pool // 2, t.dp_epsilon, delta=1e-5))
     x, y = load_dataset(t.dataset, "train", limit=t.pool)
     if len(x) < t.pool:
@@ -185,7 +185,7 @@ def _membership_target(t: MembershipTarget, out_dir: Path, shadows: int, seed: i
         "attacks": {k: v.to_dict() for k, v in rep.results.items()}, "figure": fig.name,
     }
     if t.recipe.dp_noise is not None:
-        from veil.attacks._dp import epsilon_for
+        from veil.audit.dp_training import epsilon_for
         out["dp_epsilon"] = epsilon_for(t.recipe, int(members.sum()), delta=1e-5)
     return out
 
@@ -406,7 +406,7 @@ def gradient_experiment(out_dir: str | Path, quick: bool = False, dataset: str =
 
 def gi_model(dataset: str) -> torch.nn.Module:
     """The small CNN attacked in the gradient experiment (untrained: fresh initialisation)."""
-    from veil.attacks.targets import build_model
+    from veil.audit.targets import build_model
     x, _ = load_dataset(dataset, "test", limit=1)
     return build_model("cnn", tuple(x.shape[1:]), 10, hidden=8)
 

@@ -4,7 +4,7 @@ Example
 -------
 >>> import numpy as np, torch, tempfile, pathlib
 >>> from veil.attacks.metrics import evaluate_scores
->>> from veil.attacks.plots import roc_plot, image_grid
+>>> from veil.audit.plots import roc_plot, image_grid
 >>> r = evaluate_scores(np.r_[np.ones(50), np.zeros(50)] + np.arange(100) / 1e3,
 ...                     np.r_[np.ones(50), np.zeros(50)])
 >>> d = pathlib.Path(tempfile.mkdtemp())

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from veil.attacks.targets import (
+from veil.audit.targets import (
     Recipe,
     accuracy,
     build_model,
@@ -53,7 +53,7 @@ def test_bad_recipes():
 
 
 def test_dp_recipe_trains_through_veil_dp():
-    from veil.attacks._dp import calibrate, epsilon_for
+    from veil.audit.dp_training import calibrate, epsilon_for
     x, y = load_dataset("digits", "train", limit=200)
     r = calibrate(Recipe(arch="linear", epochs=2, batch_size=20, lr=0.5, optimizer="sgd",
                          dp_noise=1.0), 200, epsilon=4.0)

@@ -10,7 +10,7 @@ generators so that experiments are reproducible.
 
 Example
 -------
->>> from veil.attacks.targets import Recipe, train_fn
+>>> from veil.audit.targets import Recipe, train_fn
 >>> import torch, numpy as np
 >>> x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,))
 >>> fit = train_fn(Recipe(arch="mlp", epochs=2, hidden=16), x, y, num_classes=3)
@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 from torch import nn
+
+from veil.audit.dp_training import train_dp_sgd
 
 DATASETS = ("mnist", "cifar10", "digits")
 
@@ -198,8 +200,7 @@ def train(recipe: Recipe, x: torch.Tensor, y: torch.Tensor, num_classes: int,
 
 def _train_dp(recipe: Recipe, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     """DP-SGD through :mod:`veil.dp` (the library's engine; not re-implemented here)."""
-    from veil.attacks._dp import train_dp_sgd
-    return train_dp_sgd(model, x, y, recipe).eval()
+    return train_dp_sgd(model, x, y, recipe, _optimizer(recipe, model.parameters())).eval()
 
 
 def train_fn(recipe: Recipe, x: torch.Tensor, y: torch.Tensor, num_classes: int | None = None,

@@ -1,4 +1,4 @@
-"""DP-SGD training of reference targets through :mod:`veil.dp` (its PrivacyEngine).
+"""DP-SGD training of audit targets through :mod:`veil.dp` (its PrivacyEngine).
 
 The attacks never implement DP themselves: this adapter hands a fresh model, an
 optimiser and a data loader to ``veil.dp.PrivacyEngine`` (per-example clipping,
@@ -15,13 +15,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 if TYPE_CHECKING:
-    from veil.attacks.targets import Recipe
+    from veil.audit.targets import Recipe
 
 
-def train_dp_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> nn.Module:
+def train_dp_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe,
+                 optimizer: torch.optim.Optimizer) -> nn.Module:
     """Train ``model`` on ``(x, y)`` with DP-SGD: ``recipe.dp_noise``, ``recipe.dp_clip``,
-    expected batch ``recipe.batch_size`` under Poisson sampling, ``recipe.epochs`` epochs."""
-    from veil.attacks.targets import _optimizer
+    expected batch ``recipe.batch_size`` under Poisson sampling, ``recipe.epochs`` epochs;
+    ``optimizer`` is the recipe's optimiser over ``model``'s parameters."""
     from veil.dp import PrivacyEngine
 
     if recipe.dp_noise is None or recipe.dp_noise < 0:
@@ -29,7 +30,7 @@ def train_dp_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Rec
     loader = DataLoader(TensorDataset(x, y), batch_size=min(recipe.batch_size, len(x)))
     engine = PrivacyEngine()
     private, opt, loader = engine.make_private(
-        module=model, optimizer=_optimizer(recipe, model.parameters()), data_loader=loader,
+        module=model, optimizer=optimizer, data_loader=loader,
         noise_multiplier=recipe.dp_noise, max_grad_norm=recipe.dp_clip)
     private.train()
     loss_fn = nn.CrossEntropyLoss()
