@@ -222,3 +222,32 @@ def test_one_full_private_epoch_on_digits_matches_the_twin() -> None:
         assert (v - ref.state_dict()[k]).abs().max() < 3e-2, k
     assert report.batches == 15 and report.transport == "tcp"
     assert twin_accuracy(trained, x, y) > 0.5
+
+
+def test_a_crashed_run_resumes_from_its_checkpoints(tmp_path) -> None:
+    """The data owner's process dies in epoch 2; resume=True continues from both parties'
+    epoch-1 checkpoints (fresh dealer material) and ends with the uninterrupted run's
+    weights."""
+    from veil.mpc.runtime import PartyFailedError
+
+    x, y = _digits(60)
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    kw = dict(epochs=3, batch_size=20, lr=0.1, loss="mse", seed=5,
+              checkpoint_dir=str(tmp_path))
+
+    def crash(done: int, total: int) -> None:
+        if done == 4:  # first step of the second epoch
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(PartyFailedError, match="simulated crash"):
+        secure_train(model, x, y, progress=crash, **kw)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["party0-checkpoint.pt", "party1-checkpoint.pt"]
+    trained, report = secure_train(model, x, y, resume=True, **kw)
+    twin = twin_train(model, x, y, epochs=3, batch_size=20, lr=0.1, loss="mse", seed=5)
+    _same_weights(trained, twin)
+    assert len(report.epoch_s) == 2  # epochs 2 and 3 only
+    (tmp_path / "party1-checkpoint.pt").unlink()
+    with pytest.raises(PartyFailedError, match="checkpoints differ"):
+        secure_train(model, x, y, resume=True, **kw)

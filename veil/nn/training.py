@@ -174,6 +174,8 @@ class TrainConfig:
     curve: bool = False
     frac_bits: int = DEFAULT_FRAC_BITS
     share_files: tuple[str, str] | None = None
+    checkpoint_dir: str | None = None
+    resume: bool = False
 
 
 def train_job(party, private: Any, public: SecureGraph, cfg: TrainConfig,
@@ -191,13 +193,18 @@ def train_job(party, private: Any, public: SecureGraph, cfg: TrainConfig,
     data = private if rank == DATA_OWNER else None
     classes = graph.output_shape[0]
     _warm_up()
-    state = TrainState.start(party, share_weights(party, graph, owner=MODEL_OWNER))
+    ckpt = _checkpoint_path(cfg, rank)
+    state, start = None, 0
+    if cfg.resume:
+        state, start = _load_checkpoint(party, ckpt, public, cfg)
+    if state is None:
+        state = TrainState.start(party, share_weights(party, graph, owner=MODEL_OWNER))
     sizes = _batch_sizes(cfg.samples, cfg.batch_size)
     plans = {b: step_plan(graph, b, cfg.loss, f) + (correct_count_tail(classes, b, f)
                                                      if cfg.curve else [])
              for b in set(sizes)}
     steps, epoch_s, curve = [], [], []
-    for epoch in range(cfg.epochs):
+    for epoch in range(start, cfg.epochs):
         t_epoch = time.perf_counter()
         order = epoch_order(cfg.samples, data["seed"], epoch) if data is not None else None
         hits = None
@@ -229,6 +236,8 @@ def train_job(party, private: Any, public: SecureGraph, cfg: TrainConfig,
         if cfg.curve:  # one scalar per epoch, opened on request only
             curve.append(hits.reveal(to=cfg.reveal_to, dtype=torch.float64))
         epoch_s.append(time.perf_counter() - t_epoch)
+        if ckpt is not None:
+            _save_checkpoint(ckpt, state, epoch + 1, public, cfg)
     out: dict[str, Any] = {"steps": steps, "epoch_s": epoch_s, "curve": curve}
     if cfg.test_samples:
         out["test_correct"] = _test_correct(party, state, data, cfg, graph)
@@ -241,6 +250,70 @@ def train_job(party, private: Any, public: SecureGraph, cfg: TrainConfig,
                                       p.reveal(to=cfg.reveal_to, dtype=torch.float64))
             for (name, kind), p in state.model.params.items()}
     return out
+
+
+def _checkpoint_path(cfg: TrainConfig, rank: int) -> str | None:
+    import os
+
+    if cfg.checkpoint_dir is None:
+        return None
+    return os.path.join(cfg.checkpoint_dir, f"party{rank}-checkpoint.pt")
+
+
+def _fingerprint(public: SecureGraph, cfg: TrainConfig) -> str:
+    """What a checkpoint must have been made with: architecture and public settings."""
+    return repr((public.signature(), cfg.batch_size, cfg.samples, cfg.loss, cfg.sgd,
+                 cfg.frac_bits))
+
+
+def _save_checkpoint(path: str, state: TrainState, epochs_done: int, public: SecureGraph,
+                     cfg: TrainConfig) -> None:
+    """This party's shares after ``epochs_done`` epochs, written atomically (owner-only)."""
+    import os
+    import tempfile
+
+    blob = {"epochs_done": epochs_done, "fingerprint": _fingerprint(public, cfg),
+            "params": {f"{n}.{k}": p.share.cpu() for (n, k), p in state.model.params.items()},
+            "velocity": {f"{n}.{k}": v.share.cpu() for (n, k), v in state.velocity.items()}}
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".checkpoint-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(blob, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_checkpoint(party, path: str | None, public: SecureGraph, cfg: TrainConfig
+                     ) -> tuple[TrainState | None, int]:
+    """This party's state from its checkpoint (both parties must be at the same epoch)."""
+    import os
+
+    from veil.nn.secure import SharedModel, parameter_shapes
+
+    blob = None
+    if path is not None and os.path.exists(path):
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("fingerprint") != _fingerprint(public, cfg):
+            raise ValueError(f"{path} was made by a different model or training settings")
+    mine = -1 if blob is None else int(blob["epochs_done"])
+    theirs = party.exchange(mine)  # one round: both resume from the same epoch, or neither
+    if theirs != mine:
+        raise ValueError(f"the parties' checkpoints differ (party {party.rank} is at epoch "
+                         f"{mine}, its peer at {theirs}; -1: none): resume needs both")
+    if blob is None:
+        return None, 0
+    params, velocity = {}, {}
+    for name, kind, _ in parameter_shapes(public):
+        key = f"{name}.{kind}"
+        params[(name, kind)] = party.from_share(blob["params"][key], cfg.frac_bits)
+        velocity[(name, kind)] = party.from_share(blob["velocity"][key], cfg.frac_bits)
+    return TrainState(SharedModel(public, params), velocity), mine
 
 
 def correct_count_tail(classes: int, batch: int, frac_bits: int) -> list:
@@ -305,6 +378,8 @@ def secure_train(
     threads: int | None = None,
     progress: Progress | None = None,
     shares_dir: str | None = None,
+    checkpoint_dir: str | None = None,
+    resume: bool = False,
 ) -> tuple[nn.Module | SharedWeights, TrainingReport]:
     """Train ``model`` on ``(x, y)`` with two-party computation; nothing is opened until the end.
 
@@ -335,6 +410,12 @@ def secure_train(
         epoch to ``reveal_to`` (to both when it is ``None``; listed in ``report.opened``).
     shares_dir: where the parties' share files go with ``reveal_to=None`` (default: a new
         private temporary folder).
+    checkpoint_dir: after every epoch, each party writes its shares of the weights and
+        velocities there (its own file, atomically, owner-only).
+    resume: continue from the checkpoints in ``checkpoint_dir`` (both parties must have
+        one, of the same epoch, model and settings) after a crash; the dealer's material
+        is fresh for every step, so nothing is reused. Give the same ``seed`` to replay
+        the same sample order.
 
     Returns
     -------
@@ -366,7 +447,13 @@ def secure_train(
         files = tuple(os.path.join(folder, f"party{r}-shares.pt") for r in (0, 1))
     cfg = TrainConfig(epochs, batch_size, int(x.shape[0]),
                       0 if x_test is None else int(x_test.shape[0]), loss, sgd, reveal_to,
-                      curve, share_files=files)
+                      curve, share_files=files, checkpoint_dir=checkpoint_dir, resume=resume)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs the checkpoint_dir of the interrupted run")
+    if checkpoint_dir is not None:
+        import os
+
+        os.makedirs(checkpoint_dir, mode=0o700, exist_ok=True)
     _check_range(graph, x, cfg)
     if shuffle and seed is None:
         seed = secrets.randbits(63)
