@@ -11,3 +11,7 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Opacus tutorial-style scripts, exec'd by test_dp_opacus_dropin.py (they import opacus)
+collect_ignore_glob = ["opacus_scripts/*"]

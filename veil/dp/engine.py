@@ -26,12 +26,21 @@ from veil.dp.validators import validate
 
 
 class PrivacyEngine:
-    """DP-SGD for any PyTorch model.
+    """DP-SGD for any PyTorch model, with the interface of Opacus 1.6's ``PrivacyEngine``.
 
     Parameters
     ----------
     accountant:
-        ``"rdp"`` (Rényi DP) or ``"pld"`` (privacy loss distributions, tighter).
+        ``"rdp"`` (Rényi DP, the default), ``"pld"`` / ``"prv"`` (tight) or ``"gdp"``
+        (CLT approximation, not a bound). Opacus defaults to ``"prv"``; Veil keeps RDP as
+        the default because it is a closed-form bound that costs milliseconds at any
+        step count, and its ε is the one most papers report; ``"pld"`` is 10-20 % tighter.
+    secure_mode:
+        Accepted for Opacus compatibility: Veil's noise always comes from its CSPRNG
+        (:mod:`veil.csprng`); with ``secure_mode=True`` a seeded ``noise_generator`` is
+        refused.
+    generator:
+        The CSPRNG for noise and Poisson sampling (default: a fresh OS-seeded one).
 
     Example
     -------
@@ -53,33 +62,53 @@ class PrivacyEngine:
     True
     """
 
-    def __init__(self, accountant: str = "rdp", generator: CSPRNG | None = None) -> None:
+    def __init__(self, accountant: str = "rdp", secure_mode: bool = False,
+                 generator: CSPRNG | None = None) -> None:
         self.accountant: Accountant = make_accountant(accountant)
+        self.secure_mode = bool(secure_mode)
         self.generator = generator or CSPRNG()
         self.sample_rate: float | None = None
 
     def make_private(
         self, *, module: nn.Module, optimizer: Optimizer, data_loader: DataLoader,
-        noise_multiplier: float, max_grad_norm: float, poisson_sampling: bool = True,
-        loss_reduction: str = "mean",
-    ) -> tuple[GradSampleModule, DPOptimizer, DataLoader]:
+        noise_multiplier: float, max_grad_norm: float | list[float],
+        criterion: nn.Module | None = None, batch_first: bool = True,
+        loss_reduction: str = "mean", poisson_sampling: bool = True, clipping: str = "flat",
+        noise_generator=None, grad_sample_mode: str = "hooks", **clipping_kwargs,
+    ):
         """Wrap model, optimizer and loader for DP-SGD with a given σ and clipping norm C.
 
-        With ``poisson_sampling`` (the default, and what the accountant assumes) the
-        loader's batch size becomes the *expected* batch size.
+        Returns ``(model, optimizer, data_loader)``, or ``(model, optimizer, criterion,
+        data_loader)`` with ``grad_sample_mode="ghost"`` (as Opacus). With
+        ``poisson_sampling`` (the default, and what the accountant assumes) the loader
+        becomes a :class:`~veil.dp.data_loader.DPDataLoader` whose expected batch size is
+        the loader's batch size.
+
+        ``clipping``: ``"flat"`` (one norm C over all parameters), ``"per_layer"``
+        (``max_grad_norm`` is a list, one C per parameter; the noise uses their L2
+        norm) or ``"adaptive"`` (Andrew et al. 2021; keyword arguments
+        ``target_unclipped_quantile``, ``clipbound_learning_rate``, ``max_clipbound``,
+        ``min_clipbound``, ``unclipped_num_std``). ``grad_sample_mode`` (``"hooks"``,
+        ``"functorch"``, ``"ew"``, ``"ghost"``) only selects Opacus' return shape:
+        Veil picks ghost norms or materialised per-sample gradients per layer, exactly.
         """
-        check_dp_settings(noise_multiplier, max_grad_norm)
+        if grad_sample_mode not in GRAD_SAMPLE_MODES:
+            raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got "
+                             f"{grad_sample_mode!r}")
+        norms = max_grad_norm if isinstance(max_grad_norm, list | tuple) else [max_grad_norm]
+        if (clipping == "per_layer") != isinstance(max_grad_norm, list | tuple):
+            raise ValueError("clipping='per_layer' takes a list of max_grad_norm (one per "
+                             "parameter); the other modes a number")
+        for c in norms:
+            check_dp_settings(noise_multiplier, c)
+        generator = self._noise_generator(noise_generator)
         validate(module)
         n = _check_loader(data_loader)
         if poisson_sampling:
-            data_loader = poisson_loader(data_loader, generator=self.generator)
-            sampler = data_loader.batch_sampler
-            assert isinstance(sampler, PoissonBatchSampler)
-            self.sample_rate = sampler.sample_rate
-            expected = max(1, round(sampler.sample_rate * n))
+            data_loader = poisson_loader(data_loader, generator=generator)
+            self.sample_rate = data_loader.sample_rate
+            expected = max(1, round(self.sample_rate * n))
         else:
-            if data_loader.batch_size is None:
-                raise ValueError("data_loader needs a batch_size")
             warnings.warn(
                 "poisson_sampling=False: the accountants assume Poisson sampling; with "
                 "shuffled fixed-size batches the reported ε is a heuristic, not a guarantee",
@@ -87,33 +116,54 @@ class PrivacyEngine:
             self.sample_rate = data_loader.batch_size / n
             expected = data_loader.batch_size
         gsm = module if isinstance(module, GradSampleModule) else GradSampleModule(
-            module, loss_reduction=loss_reduction)
+            module, loss_reduction=loss_reduction, batch_first=batch_first)
         dp_opt = DPOptimizer(
             optimizer, gsm, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-            expected_batch_size=expected, generator=self.generator,
+            expected_batch_size=expected, generator=generator, clipping=clipping,
+            **clipping_kwargs,
         )
         dp_opt.step_hooks.append(self._record_step)
+        if grad_sample_mode == "ghost":
+            return gsm, dp_opt, criterion or nn.CrossEntropyLoss(), data_loader
         return gsm, dp_opt, data_loader
 
     def make_private_with_epsilon(
         self, *, module: nn.Module, optimizer: Optimizer, data_loader: DataLoader,
-        target_epsilon: float, target_delta: float, epochs: int, max_grad_norm: float,
-        poisson_sampling: bool = True, loss_reduction: str = "mean",
-    ) -> tuple[GradSampleModule, DPOptimizer, DataLoader]:
+        target_epsilon: float, target_delta: float, epochs: int,
+        max_grad_norm: float | list[float], epsilon_tolerance: float = 0.01, **kwargs,
+    ):
         """Like :meth:`make_private`, with σ calibrated so that ``epochs`` epochs spend
-        at most ``target_epsilon`` (with this engine's accountant)."""
+        at most ``target_epsilon`` (with this engine's accountant; ε within
+        ``epsilon_tolerance`` of the target, never above it)."""
         n = _check_loader(data_loader)
         if not (math.isfinite(target_epsilon) and target_epsilon > 0):
-            raise ValueError(f"target_epsilon must be a positive finite number, got {target_epsilon}")
-        q = data_loader.batch_size / n
-        steps = int(epochs) * max(1, round(n / data_loader.batch_size))
+            raise ValueError(
+                f"target_epsilon must be a positive finite number, got {target_epsilon}")
+        if data_loader.batch_size is None:
+            q = data_loader.sample_rate  # type: ignore[attr-defined]
+            steps = int(epochs) * len(data_loader)
+        else:
+            q = data_loader.batch_size / n
+            steps = int(epochs) * max(1, round(n / data_loader.batch_size))
         sigma = noise_multiplier_for(target_epsilon, target_delta, q, steps,
-                                     accountant=self.accountant.name)
-        return self.make_private(
-            module=module, optimizer=optimizer, data_loader=data_loader,
-            noise_multiplier=sigma, max_grad_norm=max_grad_norm,
-            poisson_sampling=poisson_sampling, loss_reduction=loss_reduction,
-        )
+                                     accountant=self.accountant.name,
+                                     tolerance=epsilon_tolerance)
+        return self.make_private(module=module, optimizer=optimizer, data_loader=data_loader,
+                                 noise_multiplier=sigma, max_grad_norm=max_grad_norm, **kwargs)
+
+    def _noise_generator(self, noise_generator) -> CSPRNG:
+        if noise_generator is None:
+            return self.generator
+        if isinstance(noise_generator, CSPRNG):
+            return noise_generator
+        if isinstance(noise_generator, torch.Generator):
+            if self.secure_mode:
+                raise ValueError("secure_mode=True: a seeded noise_generator would make the "
+                                 "noise reproducible; leave it out")
+            # Reproducible runs: the torch generator's seed seeds Veil's CSPRNG; the noise
+            # itself is still drawn by the CSPRNG.
+            return CSPRNG(noise_generator.initial_seed().to_bytes(16, "little"))
+        raise TypeError("noise_generator must be a veil.csprng.CSPRNG or a torch.Generator")
 
     def _record_step(self, opt: DPOptimizer) -> None:
         assert self.sample_rate is not None
@@ -123,6 +173,58 @@ class PrivacyEngine:
         """ε spent so far, at the given δ."""
         return self.accountant.get_epsilon(delta)
 
+    def is_compatible(self, *, module: nn.Module, optimizer: Optimizer | None = None,
+                      data_loader: DataLoader | None = None) -> bool:
+        """Whether :meth:`make_private` accepts this model (and loader)."""
+        from veil.dp.validators import ModuleValidator
+
+        if not ModuleValidator.is_valid(module):
+            return False
+        try:
+            if data_loader is not None:
+                _check_loader(data_loader)
+        except ValueError:
+            return False
+        return True
+
+    def save_checkpoint(self, *, path, module: nn.Module, optimizer: Optimizer | None = None,
+                        noise_scheduler=None, grad_clip_scheduler=None,
+                        checkpoint_dict: dict | None = None,
+                        module_state_dict_kwargs: dict | None = None,
+                        torch_save_kwargs: dict | None = None) -> None:
+        """Save model, accountant (and optimizer) state, with Opacus' keys."""
+        ckpt = dict(checkpoint_dict or {})
+        ckpt["module_state_dict"] = module.state_dict(**(module_state_dict_kwargs or {}))
+        ckpt["privacy_accountant_state_dict"] = self.accountant.state_dict()
+        if optimizer is not None:
+            ckpt["optimizer_state_dict"] = optimizer.state_dict()
+        if noise_scheduler is not None:
+            ckpt["noise_scheduler_state_dict"] = noise_scheduler.state_dict()
+        if grad_clip_scheduler is not None:
+            ckpt["grad_clip_scheduler_state_dict"] = grad_clip_scheduler.state_dict()
+        torch.save(ckpt, path, **(torch_save_kwargs or {}))
+
+    def load_checkpoint(self, *, path, module: nn.Module, optimizer: Optimizer | None = None,
+                        noise_scheduler=None, grad_clip_scheduler=None,
+                        module_load_dict_kwargs: dict | None = None,
+                        torch_load_kwargs: dict | None = None) -> dict:
+        """Restore what :meth:`save_checkpoint` saved; returns the remaining entries."""
+        ckpt = torch.load(path, **({"weights_only": False} | (torch_load_kwargs or {})))
+        module.load_state_dict(ckpt.pop("module_state_dict"), **(module_load_dict_kwargs or {}))
+        self.accountant.load_state_dict(ckpt.pop("privacy_accountant_state_dict"))
+        opt_state = ckpt.pop("optimizer_state_dict", None)
+        if optimizer is not None and opt_state is not None:
+            optimizer.load_state_dict(opt_state)
+        for key, obj in (("noise_scheduler_state_dict", noise_scheduler),
+                         ("grad_clip_scheduler_state_dict", grad_clip_scheduler)):
+            state = ckpt.pop(key, None)
+            if obj is not None and state is not None:
+                obj.load_state_dict(state)
+        return ckpt
+
+
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "ghost")
+
 
 def _check_loader(data_loader: DataLoader) -> int:
     """The dataset size; refuses loaders whose sampling rate is not in (0, 1]."""
@@ -131,8 +233,7 @@ def _check_loader(data_loader: DataLoader) -> int:
         raise ValueError("the data loader's dataset is empty")
     b = data_loader.batch_size
     if b is None:
-        sampler = data_loader.batch_sampler
-        if isinstance(sampler, PoissonBatchSampler):
+        if isinstance(data_loader.batch_sampler, PoissonBatchSampler):
             return n
         raise ValueError("data_loader needs a batch_size")
     if not 0 < b <= n:

@@ -36,22 +36,55 @@ class DPOptimizer(Optimizer):
 
     def __init__(
         self, optimizer: Optimizer, module: GradSampleModule, *, noise_multiplier: float,
-        max_grad_norm: float, expected_batch_size: int, generator: CSPRNG | None = None,
+        max_grad_norm: float | list[float], expected_batch_size: int,
+        generator: CSPRNG | None = None, clipping: str = "flat",
+        target_unclipped_quantile: float = 0.5, clipbound_learning_rate: float = 0.2,
+        max_clipbound: float = 1e8, min_clipbound: float = 1e-8,
+        unclipped_num_std: float | None = None,
     ) -> None:
-        check_dp_settings(noise_multiplier, max_grad_norm)
+        if clipping not in ("flat", "per_layer", "adaptive"):
+            raise ValueError(
+                f"clipping must be 'flat', 'per_layer' or 'adaptive', got {clipping!r}")
         if expected_batch_size <= 0:
             raise ValueError("expected_batch_size must be positive")
+        self.params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+        self.clipping = clipping
+        if clipping == "per_layer":
+            norms = [float(c) for c in max_grad_norm]  # type: ignore[union-attr]
+            if len(norms) != len(self.params):
+                raise ValueError(f"per_layer clipping needs one max_grad_norm per trainable "
+                                 f"parameter ({len(self.params)}), got {len(norms)}")
+            for c in norms:
+                check_dp_settings(noise_multiplier, c)
+            self.max_grad_norms = norms
+            # the L2 norm of the per-parameter bounds bounds each example's whole gradient
+            max_grad_norm = math.sqrt(sum(c * c for c in norms))
+        check_dp_settings(noise_multiplier, max_grad_norm)  # type: ignore[arg-type]
         self.original_optimizer = optimizer
         self.module = module
         self.noise_multiplier = float(noise_multiplier)
-        self.max_grad_norm = float(max_grad_norm)
+        self.max_grad_norm = float(max_grad_norm)  # type: ignore[arg-type]
         self.expected_batch_size = int(expected_batch_size)
+        self._grad_noise_multiplier = self.noise_multiplier
+        if clipping == "adaptive":
+            # Andrew et al. 2021: the unclipped count gets noise σ_b; gradient noise σ_Δ
+            # with σ_Δ^-2 + (2σ_b)^-2 = σ^-2 keeps the pair exactly as private as σ alone,
+            # so the accountant records σ.
+            std = unclipped_num_std if unclipped_num_std is not None else expected_batch_size / 20
+            if not 2 * std > self.noise_multiplier > 0:
+                raise ValueError("adaptive clipping needs 0 < noise_multiplier < "
+                                 "2 * unclipped_num_std")
+            self._grad_noise_multiplier = (self.noise_multiplier**-2 - (2 * std) ** -2) ** -0.5
+            self.unclipped_num_std = float(std)
+            self.target_unclipped_quantile = float(target_unclipped_quantile)
+            self.clipbound_learning_rate = float(clipbound_learning_rate)
+            self.max_clipbound, self.min_clipbound = float(max_clipbound), float(min_clipbound)
+            self._unclipped = 0.0
         self.generator = generator or CSPRNG()
         self.step_hooks: list[Callable[[DPOptimizer], None]] = []
         self._summed: dict[torch.nn.Parameter, torch.Tensor] = {}
         self._skip_next = False
         self.last_stats: dict = {}
-        self.params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
 
     # torch.optim.Optimizer interface, delegated to the wrapped optimizer (the subclassing
     # lets LR schedulers and other tools accept a DPOptimizer) ----------------------------
@@ -98,7 +131,13 @@ class DPOptimizer(Optimizer):
     def _accumulate(self) -> None:
         if not self.module.has_records:
             self._refuse_uncaptured()
-        sums, stats = self.module.clipped_sum(self.max_grad_norm)
+        if self.clipping == "per_layer":
+            sums, stats = self.module.clipped_sum_per_parameter(
+                dict(zip(self.params, self.max_grad_norms, strict=True)))
+        else:
+            sums, stats = self.module.clipped_sum(self.max_grad_norm)
+        if self.clipping == "adaptive":
+            self._unclipped += stats["batch"] * (1.0 - stats["clipped"])
         self.last_stats = stats
         for p, s in sums.items():
             self._summed[p] = self._summed[p] + s if p in self._summed else s
@@ -130,7 +169,7 @@ class DPOptimizer(Optimizer):
             self._skip_next = False
             return None
         # One noise draw for all parameters (per-call overhead dominates small tensors).
-        std = self.noise_multiplier * self.max_grad_norm
+        std = self._grad_noise_multiplier * self.max_grad_norm
         total = sum(p.numel() for p in self.params)
         flat = self.generator.normal(total, std=std, dtype=torch.float32)
         offset = 0
@@ -141,10 +180,22 @@ class DPOptimizer(Optimizer):
             noise = noise.to(device=p.device, dtype=p.dtype)
             p.grad = (noise if s is None else s + noise) / self.expected_batch_size
         self._summed = {}
+        if self.clipping == "adaptive":
+            self._update_clipbound()
         out = self.original_optimizer.step()
         for hook in self.step_hooks:
             hook(self)
         return out
+
+    def _update_clipbound(self) -> None:
+        """Geometric update of C towards the target quantile of unclipped examples."""
+        noisy = self._unclipped + float(
+            self.generator.normal(1, std=self.unclipped_num_std, dtype=torch.float64)[0])
+        frac = noisy / self.expected_batch_size
+        c = self.max_grad_norm * math.exp(
+            -self.clipbound_learning_rate * (frac - self.target_unclipped_quantile))
+        self.max_grad_norm = min(self.max_clipbound, max(self.min_clipbound, c))
+        self._unclipped = 0.0
 
     def __repr__(self) -> str:
         return (f"DPOptimizer(σ={self.noise_multiplier}, C={self.max_grad_norm}, "

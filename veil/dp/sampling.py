@@ -79,7 +79,7 @@ def poisson_loader(
     loader_or_dataset: DataLoader | Dataset, batch_size: int | None = None,
     generator: CSPRNG | None = None,
 ) -> DataLoader:
-    """A DataLoader with Poisson sampling of expected batch size ``batch_size``.
+    """A :class:`~veil.dp.data_loader.DPDataLoader` of expected batch size ``batch_size``.
 
     One "epoch" has ``round(n / batch_size)`` steps. From an existing DataLoader the
     dataset, batch size, workers and collate function are kept.
@@ -92,6 +92,10 @@ def poisson_loader(
     >>> len(dl), dl.batch_sampler.sample_rate
     (10, 0.1)
     """
+    from veil.dp.data_loader import DPDataLoader
+
+    if isinstance(loader_or_dataset, DPDataLoader) and batch_size is None:
+        return loader_or_dataset
     if isinstance(loader_or_dataset, DataLoader):
         dl = loader_or_dataset
         dataset = dl.dataset
@@ -108,6 +112,8 @@ def poisson_loader(
     n = len(dataset)  # type: ignore[arg-type]
     if not 0 < batch_size <= n:
         raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
-    sampler = PoissonBatchSampler(n, batch_size / n, max(1, round(n / batch_size)), generator)
-    collate = _Collate(dataset, kwargs.pop("collate_fn", None))
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, **kwargs)
+    from veil.dp.data_loader import DPDataLoader
+
+    return DPDataLoader(dataset, sample_rate=batch_size / n,
+                        collate_fn=kwargs.pop("collate_fn", None), generator=generator,
+                        steps=max(1, round(n / batch_size)), **kwargs)

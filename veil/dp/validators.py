@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 from torch import nn
@@ -50,3 +51,53 @@ def fix_batchnorm(model: nn.Module, max_groups: int = 32) -> nn.Module:
     for name, child in model.named_children():
         setattr(model, name, fix_batchnorm(child, max_groups))
     return model
+
+
+class ModuleValidator:
+    """Opacus' ``opacus.validators.ModuleValidator``: list, check and fix what DP-SGD refuses.
+
+    Example
+    -------
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+    >>> len(ModuleValidator.validate(model, strict=False))
+    1
+    >>> ModuleValidator.validate(ModuleValidator.fix(model), strict=False)
+    []
+    """
+
+    @classmethod
+    def validate(cls, module: nn.Module, *, strict: bool = False) -> list[UnsupportedModuleError]:
+        """Every problem found (raised as one error with ``strict=True``)."""
+        errors: list[UnsupportedModuleError] = []
+        try:
+            validate(module)
+        except UnsupportedModuleError as exc:
+            errors.append(exc)
+        from veil.dp.grad_sample.functorch import fallback_for
+        from veil.dp.grad_sample.registry import rule_for, trainable
+
+        for name, m in module.named_modules():
+            if trainable(m) and rule_for(m) is None:
+                try:
+                    fallback_for(m, name)
+                except UnsupportedModuleError as exc:
+                    errors.append(exc)
+        if strict and errors:
+            raise UnsupportedModuleError("; ".join(str(e) for e in errors))
+        return errors
+
+    @classmethod
+    def is_valid(cls, module: nn.Module) -> bool:
+        return not cls.validate(module, strict=False)
+
+    @classmethod
+    def fix(cls, module: nn.Module, **kwargs) -> nn.Module:
+        """A copy of the model with BatchNorm replaced by GroupNorm (see
+        :func:`fix_batchnorm`). Recurrent and attention layers need no replacement."""
+        return fix_batchnorm(copy.deepcopy(module), **kwargs)
+
+    @classmethod
+    def fix_and_validate(cls, module: nn.Module, **kwargs) -> nn.Module:
+        fixed = cls.fix(module, **kwargs)
+        cls.validate(fixed, strict=True)
+        return fixed

@@ -19,12 +19,15 @@ Example
 """
 
 from veil.dp.accountants.base import Accountant, make_accountant
-from veil.dp.accountants.pld import PLDAccountant
+from veil.dp.accountants.gdp import GaussianAccountant
+from veil.dp.accountants.pld import PLDAccountant, PRVAccountant
 from veil.dp.accountants.rdp import RDPAccountant, compute_rdp, rdp_to_epsilon
 
 __all__ = [
     "Accountant",
+    "GaussianAccountant",
     "PLDAccountant",
+    "PRVAccountant",
     "RDPAccountant",
     "compute_rdp",
     "make_accountant",

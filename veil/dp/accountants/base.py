@@ -40,6 +40,25 @@ class Accountant(ABC):
     def get_epsilon(self, delta: float) -> float:
         """The ε such that the recorded composition is (ε, δ)-DP."""
 
+    @classmethod
+    def mechanism(cls) -> str:
+        """The accountant's name (``"rdp"``, ``"pld"``, ``"prv"``, ``"gdp"``), as in Opacus."""
+        return cls.name
+
+    def get_privacy_spent(self, *, delta: float, **_ignored) -> tuple[float, float | None]:
+        """``(ε, None)`` (the RDP accountant gives ``(ε, best order α)``), as in Opacus."""
+        return self.get_epsilon(delta), None
+
+    def state_dict(self) -> dict:
+        """The recorded history (for checkpoints)."""
+        return {"mechanism": self.name, "history": [list(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("mechanism", self.name) != self.name:
+            raise ValueError(f"checkpoint of a {state['mechanism']!r} accountant, this is "
+                             f"{self.name!r}")
+        self.history = [(float(s), float(q), int(k)) for s, q, k in state["history"]]
+
     def _noiseless(self) -> bool:
         """A step without noise (σ = 0, q > 0) was recorded: ε is infinite."""
         return any(sigma == 0 and q > 0 and k > 0 for sigma, q, k in self.history)
@@ -66,13 +85,15 @@ def check_delta(delta: float) -> None:
 
 
 def make_accountant(name: str) -> Accountant:
-    """``"rdp"`` or ``"pld"`` (``"prv"`` is accepted as an alias of the tight accountant)."""
-    from veil.dp.accountants.pld import PLDAccountant
+    """``"rdp"``, ``"pld"``, ``"prv"`` (privacy random variables: the same tight
+    computation as PLD) or ``"gdp"`` (CLT approximation, not a bound)."""
+    from veil.dp.accountants.gdp import GaussianAccountant
+    from veil.dp.accountants.pld import PLDAccountant, PRVAccountant
     from veil.dp.accountants.rdp import RDPAccountant
 
-    key = name.lower()
-    if key == "rdp":
-        return RDPAccountant()
-    if key in ("pld", "prv"):
-        return PLDAccountant()
-    raise ValueError(f"unknown accountant {name!r}; choose 'rdp' or 'pld'")
+    kinds = {"rdp": RDPAccountant, "pld": PLDAccountant, "prv": PRVAccountant,
+             "gdp": GaussianAccountant}
+    key = name.lower() if isinstance(name, str) else name
+    if key not in kinds:
+        raise ValueError(f"unknown accountant {name!r}; choose one of {sorted(kinds)}")
+    return kinds[key]()

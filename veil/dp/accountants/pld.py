@@ -31,6 +31,7 @@ TAIL = 1e-15
 _FFT_NOISE = 1e-15
 _SIGMA_SPAN = 8.5  # x-range in std devs: mass outside is < 1e-17
 _MAX_LOSS = 64.0
+_FULL_SUPPORT = 2**21  # k-fold sums with fewer grid points need no Chernoff window
 
 
 def _norm_sf(z: np.ndarray) -> np.ndarray:
@@ -64,18 +65,27 @@ def _clean_floor(pmf: np.ndarray, with_dropped: bool = False):
 def _chernoff_index(p: np.ndarray, idx: np.ndarray, k: int, *, lower: bool) -> int:
     """Index bound of the k-fold sum of ``idx ~ p`` with at most TAIL mass beyond it.
 
-    P[S >= u] <= exp(k·log E[e^{tX}] - t·u) for t > 0 (t < 0 for the lower tail);
-    minimised over a grid of t.
+    P[S >= u] <= exp(k·log E[e^{tX}] - t·u) for t > 0 (t < 0 for the lower tail),
+    minimised over t on a log grid refined once around its best point. When the whole
+    support of the sum is small it is used as it is.
     """
-    logp = np.log(np.where(p > 0, p, 1.0))
-    logp[p <= 0] = -np.inf
-    ts = np.geomspace(1e-9, 10.0, 200) * (-1.0 if lower else 1.0)
-    x = idx.astype(np.float64)
-    vals = []
-    for t in ts:
-        log_m = float(special.logsumexp(logp + t * x))
-        vals.append((k * log_m - math.log(TAIL)) / t)
     span = k * (len(p) - 1)
+    if span < _FULL_SUPPORT:
+        return 0 if lower else span
+    keep = p > 0
+    logp, x = np.log(p[keep]), idx[keep].astype(np.float64)
+    sign = -1.0 if lower else 1.0
+
+    def bound(t: float) -> float:
+        z = logp + sign * t * x
+        m = float(z.max())
+        return (k * (m + math.log(float(np.exp(z - m).sum()))) - math.log(TAIL)) / (sign * t)
+
+    grid = np.geomspace(1e-9, 10.0, 40)
+    vals = [bound(t) for t in grid]
+    best = int(np.argmin(vals) if not lower else np.argmax(vals))
+    fine = np.geomspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 40)
+    vals += [bound(t) for t in fine]
     if lower:
         return max(0, int(math.floor(max(vals))))
     return min(span, int(math.ceil(min(vals))))
@@ -290,3 +300,10 @@ class PLDAccountant(Accountant):
             if pld is not None:
                 d = max(d, pld.get_delta(epsilon))
         return d
+
+
+class PRVAccountant(PLDAccountant):
+    """Opacus' ``"prv"`` (Gopi, Lee, Wutschitz 2021): the privacy random variable *is* the
+    privacy loss, so this is the PLD computation under Opacus' name."""
+
+    name = "prv"

@@ -161,6 +161,15 @@ class RDPAccountant(Accountant):
     def get_epsilon(self, delta: float) -> float:
         return self.get_epsilon_and_order(delta)[0]
 
+    def get_privacy_spent(self, *, delta: float, alphas=None) -> tuple[float, float]:
+        """``(ε, best order α)`` over ``alphas`` (default: this accountant's orders), as
+        in Opacus."""
+        if alphas is None:
+            return self.get_epsilon_and_order(delta)
+        other = RDPAccountant(orders=alphas)
+        other.history = list(self.history)
+        return other.get_epsilon_and_order(delta)
+
     def get_epsilon_and_order(self, delta: float) -> tuple[float, float]:
         """(ε, best order α)."""
         if self._noiseless():

@@ -4,8 +4,9 @@ The layer's call (its tensor arguments, keyword arguments and the backprops of i
 outputs) is recorded; the per-sample gradient of ``Σ_outputs ⟨out_i, g_i⟩`` with respect
 to the layer's *own* parameters is then computed for all samples at once with
 ``vmap(grad(...))`` over the batch dimension (dimension 0, or 1 with
-``batch_first=False``, of every argument and output that has it). Sub-modules with parameters of their own keep their
-own rules: a custom layer that owns a parameter and wraps a Linear works as it is.
+``batch_first=False``, of every argument and output that has it). Sub-modules with
+parameters of their own keep their own rules: a custom layer that owns a parameter and
+wraps a Linear works as it is.
 This covers Embedding, Conv3d, InstanceNorm, custom layers... at the cost of
 materialising per-sample gradients.
 """

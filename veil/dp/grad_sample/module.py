@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import weakref
 
 import torch
 from torch import nn
@@ -45,8 +46,8 @@ class GradSampleModule(nn.Module):
     batch_first:
         Whether the batch is dimension 0 of the tensors that Linear, convolution and
         normalisation layers see (``False``: dimension 1 of tensors with 3 or more
-        dimensions, e.g. a sequence-first Transformer; as Opacus' ``batch_first``). RNN and attention layers read their
-        own ``batch_first``.
+        dimensions, e.g. a sequence-first Transformer; as Opacus' ``batch_first``). RNN
+        and attention layers read their own ``batch_first``.
 
     Example
     -------
@@ -74,6 +75,7 @@ class GradSampleModule(nn.Module):
         self._handles: list = []
         self._patched: list[nn.Module] = []
         self._tied: set[nn.Module] = set()
+        self._grad_sample_cache: dict[int, torch.Tensor] | None = None
         self._capture = True  # off while rules re-run layers (torch.func fallback)
         self._active = False  # True only during a training forward through this wrapper
         self._attach()
@@ -104,6 +106,10 @@ class GradSampleModule(nn.Module):
                 owners.setdefault(id(p), []).append(m)
         self._tied = {m for ms in owners.values() if len(ms) > 1 for m in ms}
         self._names = {id(p): n for n, p in self._module.named_parameters()}
+        _install_grad_sample()
+        for _, m, rule in self._layers:
+            for p in rule.parameters(m).values():
+                _OWNERS[id(p)] = weakref.ref(self)
         self._rules = {m: rule for _, m, rule in self._layers}
 
     def _record(self, m: nn.Module, record: tuple) -> None:
@@ -117,6 +123,7 @@ class GradSampleModule(nn.Module):
             rec = tuple(r.movedim(1, 0) if isinstance(r, torch.Tensor) and r.dim() >= 3 else r
                         for r in rec)
         self._records.setdefault(task, {}).setdefault(m, []).append(rec)
+        self._grad_sample_cache = None
 
     def _scale(self, b: int) -> float:
         return float(b) if self.loss_reduction == "mean" else 1.0
@@ -127,6 +134,11 @@ class GradSampleModule(nn.Module):
             h.remove()
         for m in self._patched:
             del m.forward
+        for _, m, rule in self._layers:
+            for p in rule.parameters(m).values():
+                ref = _OWNERS.get(id(p))
+                if ref is not None and ref() is self:
+                    del _OWNERS[id(p)]
         self._handles, self._patched, self._layers = [], [], []
         return self._module
 
@@ -149,6 +161,7 @@ class GradSampleModule(nn.Module):
     def clear(self) -> None:
         """Forget captured activations/backprops (called by the optimizer's zero_grad)."""
         self._records.clear()
+        self._grad_sample_cache = None
 
     @property
     def has_records(self) -> bool:
@@ -232,6 +245,50 @@ class GradSampleModule(nn.Module):
         stats = {"batch": total, "clipped": clipped / total if total else 0.0}
         return out, stats
 
+    def clipped_sum_per_parameter(
+        self, max_grad_norms: dict[nn.Parameter, float]
+    ) -> tuple[dict[nn.Parameter, torch.Tensor], dict]:
+        """Per-layer clipping (Opacus' ``clipping="per_layer"``): each example's gradient
+        of each parameter is clipped to that parameter's own bound, then summed.
+
+        ``stats["clipped"]`` is the fraction of examples with any parameter clipped.
+        """
+        params = {id(p): p for _, m, r in self._layers for p in r.parameters(m).values()}
+        bounds = {id(p): float(c) for p, c in max_grad_norms.items()}
+        sums: dict[int, torch.Tensor] = {}
+        total, clipped = 0, 0.0
+        for group in self._records.values():
+            b = self._group_batch_size(group)
+            if b == 0:
+                continue
+            any_clipped = torch.zeros(b, dtype=torch.bool)
+            for pid, g in self._group_per_sample(group).items():
+                norms = g.reshape(b, -1).norm(dim=1)
+                if not torch.isfinite(norms).all():
+                    raise FloatingPointError("non-finite per-sample gradient norm")
+                c = (bounds[pid] / (norms + 1e-6)).clamp(max=1.0)
+                any_clipped |= (norms > bounds[pid]).cpu()
+                s = torch.einsum("b,b...->...", c.to(g.dtype), g)
+                sums[pid] = sums[pid] + s if pid in sums else s
+            total += b
+            clipped += float(any_clipped.sum())
+        out = {p: sums[k].to(p.dtype) if k in sums else torch.zeros_like(p)
+               for k, p in params.items()}
+        return out, {"batch": total, "clipped": clipped / total if total else 0.0}
+
+    def grad_sample(self, p: nn.Parameter) -> torch.Tensor | None:
+        """Per-sample gradients ``(B, *p.shape)`` of one parameter (what Opacus stores in
+        ``p.grad_sample``; here computed on demand, once per set of captured examples)."""
+        if not self._records:
+            return None
+        if self._grad_sample_cache is None:
+            per: dict[int, list[torch.Tensor]] = {}
+            for group in self._records.values():
+                for key, v in self._group_per_sample(group).items():
+                    per.setdefault(key, []).append(v)
+            self._grad_sample_cache = {k: torch.cat(v) for k, v in per.items()}
+        return self._grad_sample_cache.get(id(p))
+
     def _group_norms(self, group, b: int):
         """Per-example norms of one backward pass, and the summers of its layers."""
         scale = self._scale(b)
@@ -271,3 +328,34 @@ def _scaled(summer, scale: float):
 def _by_param(summer, own: dict[str, nn.Parameter]):
     """A layer's summer keyed by parameter identity (several layers may share one)."""
     return lambda c: {id(own[k]): v for k, v in summer(c).items()}
+
+
+# ``p.grad_sample`` (Opacus' per-sample gradients on each parameter), computed on demand:
+# materialising them after every backward pass would undo ghost clipping. A property on
+# nn.Parameter reads them from the wrapper that owns ``p``; for any other parameter (or
+# after an explicit assignment, as Opacus itself does) it is a plain attribute.
+# id(parameter) -> weak reference to its wrapper (the wrapper holds the parameter, so the
+# id cannot be reused while the reference is alive)
+_OWNERS: dict[int, weakref.ref] = {}
+
+
+def _get_grad_sample(p):
+    if "_grad_sample" in p.__dict__:
+        return p.__dict__["_grad_sample"]
+    ref = _OWNERS.get(id(p))
+    gsm = ref() if ref is not None else None
+    return gsm.grad_sample(p) if gsm is not None else None
+
+
+def _set_grad_sample(p, value) -> None:
+    p.__dict__["_grad_sample"] = value
+
+
+def _del_grad_sample(p) -> None:
+    p.__dict__.pop("_grad_sample", None)
+
+
+def _install_grad_sample() -> None:
+    if not isinstance(getattr(nn.Parameter, "grad_sample", None), property):
+        nn.Parameter.grad_sample = property(  # type: ignore[attr-defined]
+            _get_grad_sample, _set_grad_sample, _del_grad_sample)

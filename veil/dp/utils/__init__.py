@@ -1,0 +1,1 @@
+"""Opacus-compatible utilities (``veil.dp.utils.batch_memory_manager``)."""
