@@ -1,0 +1,188 @@
+"""Federated learning on Flower: what secure aggregation costs, and how the engines scale.
+
+1. **Aggregation cost, side by side in one run** (MNIST LeNet, 10 and 100 clients, all
+   sampled, one round each): plain FedAvg (Flower's), Flower's SecAgg+ and Veil's
+   two-server aggregation. Bytes are the serialised sizes of every message the
+   ServerApp exchanges (protobuf, before transport framing), per client per round,
+   measured by :mod:`veil.fl.meter`; server time is the round's wall time minus the time
+   spent in the clients; client protocol time is the time a client spends in the
+   secure-aggregation protocol (SecAgg+: its mod minus the training inside it;
+   two-server: quantising, sharing and sealing the seed). These runs use Flower's own
+   round loops, workflows and ClientApps on :class:`veil.fl.inprocess.InProcessGrid`
+   (one process, no Ray), so the numbers are protocol costs, not engine overheads.
+   Clients hold 50 (quick: 20) MNIST images each: bytes depend on the model only.
+2. **Simulation engine** (Ray): wall time per round of :func:`veil.fl.simulate` at 100
+   and 1,000 clients (quick: 100), fraction 0.1, an MLP on MNIST; round 1 includes Ray's
+   start-up and is reported apart.
+3. **Rounds to accuracy** (not in quick mode): MNIST LeNet, 10 clients IID, until 99%
+   test accuracy or ``max_rounds``.
+
+Run: ``veil bench fl [--json] [--output F] [--quick]`` or ``python bench/fl.py``.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from veil.bench.output import publish
+
+DEFAULT_OUTPUT = Path("bench/results/fl.json")
+METHODS = ("plain", "secagg+", "two-server")
+_TIMES: dict[str, float] = {"outer": 0.0, "inner": 0.0}
+
+
+def _timer(key: str):
+    def mod(msg, context, call_next):
+        t0 = time.perf_counter()
+        try:
+            return call_next(msg, context)
+        finally:
+            _TIMES[key] += time.perf_counter() - t0
+    return mod
+
+
+def _secaggplus_timed_app():
+    from flwr.client.mod import secaggplus_mod
+    from flwr.clientapp import ClientApp
+
+    from veil.fl.apps import _secaggplus_client_fn, clipping_guard_mod
+    return ClientApp(client_fn=_secaggplus_client_fn,
+                     mods=[_timer("outer"), secaggplus_mod, clipping_guard_mod, _timer("inner")])
+
+
+def aggregation_costs(clients: int, per_client: int) -> dict[str, dict[str, float]]:
+    from flwr.app import Context, RecordDict
+
+    from veil.fl import FLConfig, Task
+    from veil.fl.apps import RoundLog, _run_server, client_app
+    from veil.fl.inprocess import InProcessGrid, task_identity
+    from veil.fl.twoserver import Aggregator, TwoServerConfig, client_share
+
+    task = Task(model="lenet", dataset="mnist", num_clients=clients,
+                train_limit=clients * per_client, test_limit=500, batch_size=50, lr=0.05)
+    out: dict[str, dict[str, float]] = {}
+    with task_identity():
+        for method in METHODS:
+            cfg = FLConfig(task=task, rounds=1, aggregation=method)
+            _TIMES.update(outer=0.0, inner=0.0)
+            app = _secaggplus_timed_app() if method == "secagg+" else client_app
+            grid = InProcessGrid(app, clients)
+            log = RoundLog()
+            ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
+            _run_server(grid, ctx, cfg, log)
+            r = log.rounds[0]
+            out[method] = {"bytes_up_per_client": r["bytes_up_per_client"],
+                           "bytes_down_per_client": r["bytes_down_per_client"],
+                           "server_s": r["server_s"], "accuracy": r["accuracy"]}
+            if method == "secagg+":
+                out[method]["client_protocol_s"] = (_TIMES["outer"] - _TIMES["inner"]) / clients
+    # two-server client work, timed alone on a LeNet-sized update (the ClientApp does this)
+    size = sum(p.numel() for p in task.build().state_dict().values())
+    ts = TwoServerConfig(max_weight=per_client, max_clients=clients)
+    b = Aggregator("B", ts)
+    update = np.random.default_rng(0).normal(0, 0.01, size)  # not-secret: benchmark data
+    reps = 20
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        client_share(update, per_client, ts, b.public_key)
+    out["two-server"]["client_protocol_s"] = (time.perf_counter() - t0) / reps
+    out["plain"]["client_protocol_s"] = 0.0
+    out["parameters"] = {"count": size}
+    return out
+
+
+def simulation_times(clients: int, rounds: int = 3) -> dict[str, Any]:
+    from veil.fl import FLConfig, Task, simulate
+
+    cfg = FLConfig(task=Task(model="mlp", dataset="mnist", num_clients=clients, batch_size=32),
+                   rounds=rounds, fraction=0.1)
+    h = simulate(cfg)
+    later = [r["round_s"] for r in h["rounds"][1:]]
+    return {"clients": clients, "fraction": 0.1, "first_round_s": h["rounds"][0]["round_s"],
+            "round_s_median": float(np.median(later)) if later else None,
+            "accuracy": h["rounds"][-1]["accuracy"], "wall_s": h["wall_s"]}
+
+
+class _Reached(Exception):
+    """Stops the federation once the target accuracy is reached."""
+
+
+def rounds_to_accuracy(target: float = 0.99, max_rounds: int = 15) -> dict[str, Any]:
+    from veil.fl import FLConfig, Task
+    from veil.fl.inprocess import run_in_process, task_identity
+
+    cfg = FLConfig(task=Task(model="lenet", dataset="mnist", num_clients=10, batch_size=32,
+                             lr=0.05), rounds=max_rounds)
+    start = time.perf_counter()
+    reached: dict[str, Any] = {"round": None}
+
+    def progress(entry):
+        if reached["round"] is None and entry["accuracy"] >= target:
+            reached.update(round=entry["round"], wall_s=time.perf_counter() - start)
+            raise _Reached
+
+    with task_identity():
+        try:
+            log = run_in_process(cfg, progress=progress)
+            history = log.rounds
+        except _Reached:
+            history = None
+    return {"target": target, "max_rounds": max_rounds, "clients": 10, "partition": "iid",
+            "reached_at_round": reached["round"], "wall_s": reached.get("wall_s"),
+            "final_accuracy": None if history is None else history[-1]["accuracy"]}
+
+
+def run_benchmark(quick: bool = False) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    per_client = 20 if quick else 50
+    results: dict[str, Any] = {
+        "machine": platform.processor() or platform.machine(),
+        "note": "shared 2-core machine, busy with other jobs during the run",
+        "aggregation": {str(k): aggregation_costs(k, per_client) for k in (10, 100)},
+        "simulation": [simulation_times(n) for n in ((100,) if quick else (100, 1000))],
+    }
+    if not quick:
+        results["rounds_to_accuracy"] = rounds_to_accuracy()
+    for agg in results["aggregation"].values():
+        plain = agg["plain"]
+        for m in METHODS:
+            agg[m]["upload_vs_plain"] = agg[m]["bytes_up_per_client"] / plain["bytes_up_per_client"]
+        agg["secagg_vs_two_server_client_time"] = (
+            agg["secagg+"]["client_protocol_s"] / agg["two-server"]["client_protocol_s"])
+    return results
+
+
+def _print_table(res: dict[str, Any]) -> None:
+    print(f"{'clients':>7} {'method':>11} {'up B/client':>12} {'x plain':>8} "
+          f"{'down B/client':>14} {'server s':>9} {'client proto s':>15} {'acc':>6}")
+    for k, agg in res["aggregation"].items():
+        for m in METHODS:
+            r = agg[m]
+            print(f"{k:>7} {m:>11} {r['bytes_up_per_client']:>12,.0f} {r['upload_vs_plain']:>8.3f} "
+                  f"{r['bytes_down_per_client']:>14,.0f} {r['server_s']:>9.3f} "
+                  f"{r['client_protocol_s']:>15.4f} {r['accuracy']:>6.3f}")
+        print(f"{'':>7} SecAgg+ / two-server client time: "
+              f"{agg['secagg_vs_two_server_client_time']:.1f}x")
+    for s in res["simulation"]:
+        med = s["round_s_median"]
+        print(f"simulation (Ray) {s['clients']} clients, fraction 0.1: first round "
+              f"{s['first_round_s']:.1f} s (Ray start-up), then "
+              f"{med:.2f} s/round" if med is not None else "")
+    if "rounds_to_accuracy" in res:
+        r = res["rounds_to_accuracy"]
+        print(f"rounds to {r['target']:.0%} (LeNet, 10 clients IID): {r['reached_at_round']} "
+              f"({r['wall_s']} s)")
+    print(res["note"])
+
+
+def main(json_stdout: bool = False, output: Path | None = None, quick: bool = False) -> dict:
+    """Entry point of ``veil bench fl`` and ``bench/fl.py``."""
+    results = run_benchmark(quick=quick)
+    path = Path(output) if output is not None else DEFAULT_OUTPUT
+    return publish(results, path, json_stdout, _print_table)
