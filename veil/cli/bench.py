@@ -15,7 +15,7 @@ app = typer.Typer(help="Benchmarks: print a table, write JSON (compare with peer
                   no_args_is_help=True)
 
 BENCHMARKS = ("mpc", "fss", "inference", "dp_sgd", "dp_langevin", "attacks", "fe", "service",
-              "training", "he")
+              "training", "he", "fl")
 
 JSON_OPT = typer.Option(False, "--json", help="Print the results as JSON.")
 OUTPUT_OPT = typer.Option(None, "--output", "-o", help="Write the JSON here.")
