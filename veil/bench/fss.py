@@ -22,6 +22,16 @@ Measured in one run, side by side:
   otherwise its figure from DESIGN.md (0.13 s, 9 rounds, 46 MB) is shown,
   labelled as a reference.
 
+- **Key bytes per DReLU and per ReLU at each comparison width k**
+  (``drelu_key_bytes``, ``relu_key_bytes``, keyed by k: the lean two-round gate;
+  ``*_one_round``: the one-round gate), as generated, and the ReLU gates at
+  ``k = 32`` (lean and one-round) and ``k = 64`` (lean): keygen and eval per
+  core, on all cores, and keygen in one process on every thread; ratios to
+  sycret of the same run.
+- **A network's dealer material** (full runs only): LeNet at batch 64 through
+  ``secure_inference`` over TCP, with the 64-bit gates and with a graph
+  calibrated on training inputs at ``k = 32`` (one-round and lean).
+
 Run: ``veil bench fss [--json] [--output F] [--quick]`` or ``python bench/fss.py``.
 """
 
@@ -268,6 +278,46 @@ def _relu_end_to_end(n: int, bits: int = 64, lean: bool = False) -> dict[str, An
             "max_abs_error": max(r0["max_abs_error"], r1["max_abs_error"])}
 
 
+# -- a network's dealer material at 64 bits and at calibrated k bits ----------------------------
+def network_material(name: str = "lenet", batch: int = 64, transport: str = "tcp",
+                     calibration_samples: int = 2048) -> dict[str, Any]:
+    """Secure inference of model ``name`` on ``batch`` test inputs, three ways in one run:
+    the 64-bit one-round gates (the default), and a graph calibrated on training inputs
+    (:func:`veil.nn.calibration.calibrate`) with k = 32 one-round and k = 32 lean gates."""
+    from veil.bench.inference import _data, _model
+    from veil.models.training import dataset
+    from veil.nn import convert
+    from veil.nn.calibration import calibrate, check
+    from veil.nn.inference import secure_inference
+
+    model, trained = _model(name)
+    x, _ = _data(name, batch)
+    try:
+        samples, _ = dataset(name, "train", limit=calibration_samples)
+    except (KeyError, ValueError, OSError):  # no dataset: random inputs of the same shape
+        gen = torch.Generator().manual_seed(1)  # not-secret: calibration inputs
+        samples = torch.randn(calibration_samples, *x.shape[1:], generator=gen)
+    graph = convert(model, tuple(x.shape[1:]))
+    with torch.no_grad():
+        plain = model(x).double()
+    out: dict[str, Any] = {"model": name, "batch": batch, "transport": transport,
+                           "trained_weights": trained, "rows": {}}
+    for label, lean in (("64-bit one-round", None), ("k=32 one-round", False),
+                        ("k=32 lean", True)):
+        g = graph if lean is None else calibrate(graph, samples, lean=lean)
+        logits, rep = secure_inference(g, x, transport=transport, threads=1, timeout=3600)
+        d = rep.as_dict()
+        out["rows"][label] = {
+            **{k: d[k] for k in ("offline_s", "online_s", "lan_online_s", "wan_online_s",
+                                 "offline_bytes", "dealer_key_bytes", "online_bytes",
+                                 "online_rounds")},
+            "max_abs_logit_error": float((logits - plain).abs().max()),
+            "bound_violations_on_the_batch": {} if lean is None else check(g, x),
+            "bits": {layer.name: layer.params["bits"] for layer in g.layers
+                     if "bits" in layer.params}}
+    return out
+
+
 # -- the benchmark ---------------------------------------------------------------------
 def run_benchmark(quick: bool = False) -> dict[str, Any]:
     """Run every measurement (see the module docstring) and return the results."""
@@ -320,6 +370,7 @@ def run_benchmark(quick: bool = False) -> dict[str, Any]:
           "sycret_per_core": _sycret("EqFactory", count, reps),
           "veil_key_bits": key_bits("dpf", 32, 32)}
 
+    network = None if quick else network_material()
     online = []
     for n in ([20_000] if quick else [100_000, 1_000_000]):
         online.append(_relu_end_to_end(n))
@@ -347,6 +398,7 @@ def run_benchmark(quick: bool = False) -> dict[str, Any]:
         "relu_gates_k_bits": gates_k,
         "equality_dpf_n32": eq,
         "relu_end_to_end": online,
+        "network_material": network,
         "gate_rounds": {"drelu": 1, "relu": 1, "comparison": 1, "equality": 1,
                         "max_pool_3x3": 4, "argmax_1000": 10, "lean: each sign gate": 2},
         "max_chunk": nonlinear.MAX_CHUNK,
@@ -434,6 +486,19 @@ def _print_table(res: dict[str, Any]) -> None:
                   f"{c['online_s']:.2f} / {c['rounds']} / {c['bytes_total'] / 1e6:.0f}{tag}",
                   f"{r['bytes_ratio_crypten_over_veil']:.1f}x")
     console.print(e)
+    net = res.get("network_material")
+    if net:
+        n = Table(title=f"{net['model']} batch {net['batch']} through secure_inference "
+                        f"({net['transport']}; dealer material = both parties)")
+        for col in ("gates", "offline s", "online s", "LAN s", "material GB", "FSS keys GB",
+                    "rounds", "max |logit err|"):
+            n.add_column(col, justify="right")
+        for label, r in net["rows"].items():
+            n.add_row(label, f"{r['offline_s']:.2f}", f"{r['online_s']:.2f}",
+                      f"{r['lan_online_s']:.2f}", f"{r['offline_bytes'] / 1e9:.3f}",
+                      f"{r['dealer_key_bytes'] / 1e9:.3f}", str(r["online_rounds"]),
+                      f"{r['max_abs_logit_error']:.1e}")
+        console.print(n)
 
 
 def main(json_stdout: bool = False, output: Path | None = None, quick: bool = False) -> dict:
