@@ -52,6 +52,7 @@ def train(
     if entry(name).dataset != dataset:
         raise typer.BadParameter(f"{name} is trained on {entry(name).dataset}, not {dataset}")
     recipe = RECIPES[name]
+    who = _reveal(reveal_to)
     x, y = zoo_dataset(name, "train", limit=limit)
     xt, yt = zoo_dataset(name, "test", limit=test_images) if test_images else (None, None)
     console = Console(stderr=json_out)
@@ -62,11 +63,18 @@ def train(
         model, report = secure_train(
             build(name), x, y, epochs=epochs or recipe["epochs"], batch_size=batch_size,
             lr=lr or recipe["lr"], momentum=momentum, weight_decay=weight_decay, loss=loss,
-            transport=transport, reveal_to=_reveal(reveal_to), x_test=xt, y_test=yt,
+            transport=transport, reveal_to=who, x_test=xt, y_test=yt,
             progress=lambda done, total: bar.update(task, completed=done, total=total))
-    if save and model is not None:
+    kept = not isinstance(model, torch.nn.Module)
+    if save and not kept:
         torch.save(model.state_dict(), save)
     if json_out:
-        print(json.dumps(report.as_dict(), indent=2))
+        out = report.as_dict()
+        if kept:
+            out["share_files"] = list(model.files)
+        print(json.dumps(out, indent=2))
     else:
         console.print(report.summary())
+        if kept:
+            console.print("nobody learnt the weights; each party's shares are in its own file: "
+                          + ", ".join(model.files) + " (serve them with veil.nn.inference.serve)")
