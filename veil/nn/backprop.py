@@ -64,8 +64,21 @@ def check_trainable(graph: SecureGraph) -> None:
         raise UnsupportedModelError("the model has no parameters to train")
 
 
-def _needs(graph: SecureGraph, layer) -> list[bool]:
-    return [i != graph.input_name for i in layer.inputs]
+def _requires_grad(graph: SecureGraph) -> dict[str, bool]:
+    """Which values have a parameter upstream (the input does not): only their gradients
+    are computed (e.g. no ``dx`` for a first layer behind a reshape of the input)."""
+    req = {graph.input_name: False}
+    for layer in graph.layers:
+        req[layer.name] = any(req[i] for i in layer.inputs) or any(
+            t is not None for t in (layer.weight, layer.bias))
+    return req
+
+
+def _needs(graph: SecureGraph, layer, req: dict[str, bool]) -> list[bool] | None:
+    """Which inputs of ``layer`` need a gradient; ``None``: skip its backward altogether."""
+    needs = [req[i] for i in layer.inputs]
+    has_params = any(t is not None for t in (layer.weight, layer.bias))
+    return needs if any(needs) or has_params else None
 
 
 def step_plan(graph: SecureGraph, batch: int, loss: str, frac_bits: int) -> list:
@@ -76,9 +89,12 @@ def step_plan(graph: SecureGraph, batch: int, loss: str, frac_bits: int) -> list
         out += get_op(layer.op).train_plan(layer, [shapes[i] for i in layer.inputs], batch,
                                            frac_bits)
     out += loss_grad_plan(loss, batch, graph.output_shape[0], frac_bits)
+    req = _requires_grad(graph)
     for layer in reversed(graph.layers):
-        out += get_op(layer.op).backward_plan(layer, [shapes[i] for i in layer.inputs], batch,
-                                              _needs(graph, layer), frac_bits)
+        needs = _needs(graph, layer, req)
+        if needs is not None:
+            out += get_op(layer.op).backward_plan(layer, [shapes[i] for i in layer.inputs],
+                                                  batch, needs, frac_bits)
     for name, kind, shape in parameter_shapes(graph):
         bits = get_op(graph.layer(name).op).grad_bits(kind, frac_bits)
         out += sgd_plan(math.prod(shape), bits, frac_bits)
@@ -122,8 +138,11 @@ def train_step(party: Party, state: TrainState, x: SecretTensor, targets: Secret
     logits, saved = _forward(party, model, x, keep=True)
     grads: dict[str, SecretTensor] = {graph.output: loss_grad(loss, logits, targets)}
     pgrads: dict[ParamKey, SecretTensor] = {}
+    req = _requires_grad(graph)
     for layer in reversed(graph.layers):
-        needs = _needs(graph, layer)
+        needs = _needs(graph, layer, req)
+        if needs is None:
+            continue
         gx, gp = get_op(layer.op).backward(party, layer, model.layer_params(layer),
                                            saved.pop(layer.name), grads.pop(layer.name), needs)
         for name, g in zip(layer.inputs, gx, strict=True):
@@ -196,11 +215,14 @@ def twin_step(graph: SecureGraph, params: dict[ParamKey, torch.Tensor],
     logits, saved = _twin_forward(graph, params, x, frac_bits, keep=True)
     grads = {graph.output: twin_loss_grad(loss, logits, targets, frac_bits)}
     pgrads = {}
+    req = _requires_grad(graph)
     for layer in reversed(graph.layers):
+        needs = _needs(graph, layer, req)
+        if needs is None:
+            continue
         p = {k: params[(layer.name, k)] for k in ("weight", "bias") if (layer.name, k) in params}
         gx, gp = get_op(layer.op).twin_backward(layer, p, saved.pop(layer.name),
-                                                grads.pop(layer.name), _needs(graph, layer),
-                                                frac_bits)
+                                                grads.pop(layer.name), needs, frac_bits)
         for name, g in zip(layer.inputs, gx, strict=True):
             if g is not None:
                 grads[name] = grads[name] + g if name in grads else g
