@@ -401,3 +401,16 @@ def test_public_constants_keep_their_precision():
     for k, w in want.items():
         tol = 1.5 * ULP if not k.startswith(("times", "matmul")) else 2 * ULP
         assert_close(got[k], w, tol)
+
+
+def test_reveal_is_float64_by_default_and_exact_above_256():
+    x = torch.tensor([1000.123, 123456.789, -70000.5], dtype=torch.float64)
+
+    def job(party):
+        a = party.share(x if party.rank == 0 else None, owner=0, shape=x.shape)
+        return a.reveal(), a.reveal(dtype=torch.float32), (a * 2).reveal(to=1)
+
+    (full, single, doubled), (_, _, doubled1) = veil.run(job)
+    assert full.dtype == torch.float64 and single.dtype == torch.float32
+    assert_close(full, x, ULP / 2)  # float32 would be off by up to 2^-7 at 123456
+    assert doubled is None and doubled1.dtype == torch.float64

@@ -192,8 +192,8 @@ class Party:
         frac_bits:
             Fixed-point precision (default: the party's, 16); 0 shares integers exactly.
         dtype:
-            Floating dtype returned by ``reveal`` (default ``torch.get_default_dtype()``,
-            or int64 when ``frac_bits=0``).
+            Floating dtype returned by ``reveal`` (default ``torch.float64``, which
+            holds every fixed-point value exactly; int64 when ``frac_bits=0``).
         """
         from veil.mpc.tensor import SecretTensor
 
@@ -203,7 +203,7 @@ class Party:
             raise RuntimeError("party is not set up (use veil.run)")
         f = self.frac_bits if frac_bits is None else ring.check_frac_bits(frac_bits)
         if dtype is None:
-            dtype = torch.int64 if f == 0 else torch.get_default_dtype()
+            dtype = torch.int64 if f == 0 else torch.float64
         mine = self.rank == owner
         if mine:
             if value is None:
@@ -235,7 +235,7 @@ class Party:
 
         f = self.frac_bits if frac_bits is None else frac_bits
         if dtype is None:
-            dtype = torch.int64 if f == 0 else torch.get_default_dtype()
+            dtype = torch.int64 if f == 0 else torch.float64
         return SecretTensor(share.to(self.device), self, f, dtype)
 
     def constant(self, value: torch.Tensor | float | Sequence, frac_bits: int | None = None,

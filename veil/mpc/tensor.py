@@ -110,7 +110,7 @@ class SecretTensor:
         self.party = party
         self.frac_bits = ring.check_frac_bits(frac_bits)
         if dtype is None:
-            dtype = torch.int64 if frac_bits == 0 else torch.get_default_dtype()
+            dtype = torch.int64 if frac_bits == 0 else torch.float64
         self.dtype = dtype
 
     @classmethod
@@ -504,7 +504,8 @@ class SecretTensor:
         """Decode the secret: to both parties (``to=None``) or only to party ``to``.
 
         One round. The party that does not receive the value gets ``None``.
-        ``dtype`` overrides the tensor's floating dtype (``torch.float64`` is exact).
+        The result is float64 by default (exact for every fixed-point value; float32
+        would lose precision above 256 with 16 fractional bits); ``dtype`` overrides it.
         """
         dtype = dtype or self.dtype
         if to is None:
