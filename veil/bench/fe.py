@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from veil.bench.output import output_for
+
 TARGET_ENCRYPT_S = 0.35
 TARGET_DECRYPT_S = 0.40
 
@@ -251,7 +253,7 @@ def main(json_stdout: bool = False, output: Path | None = None, quick: bool = Fa
         results = run(quick, full, images, progress=lambda i: bar.advance(task))
     results["command"] = ("veil bench fe" + (" --quick" if quick else "")
                           + (" --full" if full else "") + (f" --images {images}" if images else ""))
-    output = output or Path("bench/results/fe.json")
+    output = output or output_for("fe", None, quick) or Path("bench/results/fe.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=1))
     if json_stdout:

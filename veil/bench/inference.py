@@ -34,6 +34,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from veil.bench.output import output_for
 from veil.bench.peers import crypten_env
 from veil.nn.report import LAN, WAN
 
@@ -266,7 +267,7 @@ def main(json_stdout: bool = False, output: Path | None = None, quick: bool = Fa
     ``resume=False``, to measure again).
     """
     path = Path(output) if output is not None else (
-        DEFAULT_OUTPUT.with_name("inference_quick.json") if quick else DEFAULT_OUTPUT)
+        output_for("inference", None, quick) or DEFAULT_OUTPUT)
     console = Console(stderr=json_stdout, width=max(Console().width, 150))
     data = _load(path) if resume else {}
     data.setdefault("rows", {})

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from veil.bench.output import publish
+from veil.bench.output import output_for, publish
 from veil.bench.peers import crypten_env
 
 #: CrypTen 0.4.1 on our machines (2 processes, localhost, one thread each): DESIGN.md §3.
@@ -273,5 +273,6 @@ def _print_table(results: dict[str, Any]) -> None:
 def main(json_stdout: bool = False, output: Path | None = None, quick: bool = False) -> dict:
     """Entry point of ``veil bench mpc`` and ``bench/mpc.py``."""
     results = run_benchmark(quick=quick)
-    path = Path(output) if output is not None else DEFAULT_OUTPUT
+    path = Path(output) if output is not None else (
+        output_for("mpc", None, quick) or DEFAULT_OUTPUT)
     return publish(results, path, json_stdout, _print_table)

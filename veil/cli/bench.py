@@ -19,12 +19,17 @@ BENCHMARKS = ("mpc", "fss", "inference", "dp_sgd", "dp_langevin", "attacks", "fe
 
 JSON_OPT = typer.Option(False, "--json", help="Print the results as JSON.")
 OUTPUT_OPT = typer.Option(None, "--output", "-o", help="Write the JSON here.")
-QUICK_OPT = typer.Option(False, "--quick", help="Smaller sizes, for a smoke run.")
+QUICK_OPT = typer.Option(False, "--quick", help="Smaller sizes, for a smoke run (written to "
+                         "bench/results/quick/ unless --output is given: the published "
+                         "results are never replaced by a smoke run).")
 
 
 def _run(name: str, json_out: bool, output: Path | None, quick: bool, **extra) -> None:
+    from veil.bench.output import output_for
+
     module = importlib.import_module(f"veil.bench.{name}")
-    module.main(json_stdout=json_out, output=output, quick=quick, **extra)
+    module.main(json_stdout=json_out, output=output_for(name, output, quick), quick=quick,
+                **extra)
 
 
 def _make(name: str):
