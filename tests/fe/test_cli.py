@@ -28,7 +28,16 @@ def test_encrypt_then_decrypt_files(trained, tmp_path, monkeypatch):
                               "--start", "3", "--count", "2"])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in cts.glob("*.fe")) == ["00003.fe", "00004.fe"]
-    res = runner.invoke(app, ["decrypt", str(cts), "--keys", str(keys), "--json"])
+    # The folder that goes to the server holds ciphertexts only: the labels stay with the client.
+    assert sorted(p.name for p in cts.iterdir()) == ["00003.fe", "00004.fe"]
+    client_labels = tmp_path / "cts.labels.json"
+    assert set(json.loads(client_labels.read_text())) == {"00003.fe", "00004.fe"}
+    res = runner.invoke(app, ["encrypt", "--keys", str(keys), "--out", str(cts),
+                              "--labels", str(cts / "labels.json"), "--count", "1"])
+    assert res.exit_code == 1 and "sent to the server" in res.output
+    assert not (cts / "labels.json").exists()
+    res = runner.invoke(app, ["decrypt", str(cts), "--keys", str(keys), "--json",
+                              "--labels", str(client_labels)])
     assert res.exit_code == 0, res.output
     report = json.loads(res.output[res.output.index("{"):])
     from veil.data import load_mnist
@@ -36,7 +45,8 @@ def test_encrypt_then_decrypt_files(trained, tmp_path, monkeypatch):
     x, _ = load_mnist("test")
     expected = net.quadratic(net.encode(x[3:5])).tolist()
     assert [r["outputs"] for r in report["results"]] == expected
-    assert report["images"] == 2
+    assert report["images"] == 2 and report["accuracy"] is not None
+    assert all(r["true"] is not None for r in report["results"])
 
 
 def test_missing_keys_is_a_clear_error(tmp_path):

@@ -7,9 +7,12 @@ Three roles, three folders of files:
   ``network.fe`` + ``network.json`` (functional keys and plaintext rest, for the
   server) and ``msk.fe`` (master secret: keep it with the authority).
 * ``veil fe encrypt --keys keys --out cts``: a client encrypts MNIST test images
-  to ``cts/*.fe`` (labels beside them, for scoring); or ``--send HOST:PORT`` to
-  query a running server.
-* ``veil fe decrypt --keys keys cts``: the server classifies the ciphertexts.
+  to ``cts/*.fe``, the folder sent to the server (ciphertexts only: the true
+  labels, kept for scoring, go to ``cts.labels.json`` beside the folder, or
+  ``--labels``, never inside it); or ``--send HOST:PORT`` to query a running
+  server.
+* ``veil fe decrypt --keys keys cts``: the server classifies the ciphertexts
+  (``--labels`` scores them, where the client's labels are at hand).
 * ``veil fe serve --keys keys``: the server answers ciphertexts over TCP (loopback
   by default).
 * ``veil fe collateral``: the collateral-learning study (JSON report and plot).
@@ -104,6 +107,9 @@ def encrypt(
     count: int = typer.Option(10, help="Number of images."),
     send: str = typer.Option(None, help="HOST:PORT of a `veil fe serve` instead of files."),
     timeout: float = typer.Option(60.0, help="Seconds to wait for the server."),
+    labels: Path = typer.Option(None, "--labels", help="Where the client keeps the true "
+                                "labels (default: OUT.labels.json, beside the folder; never "
+                                "inside the folder that goes to the server)."),
 ) -> None:
     """Client: encrypt MNIST test images (to files, or straight to a server)."""
     from veil import fe
@@ -130,6 +136,10 @@ def encrypt(
             _fail("--send takes HOST:PORT")
         address = (host, int(port))
     else:
+        labels = labels or out.with_name(out.name + ".labels.json")
+        if labels.resolve().is_relative_to(out.resolve()):
+            _fail(f"--labels {labels} is inside {out}/, the folder sent to the server: the "
+                  "server would learn exactly what the encryption hides")
         out.mkdir(parents=True, exist_ok=True)
     correct, seconds = 0, []
     with _progress() as bar:
@@ -152,10 +162,10 @@ def encrypt(
                 fe.dump(ct, out / f"{start + i:05d}.fe")
             bar.advance(task)
     if address is None:
-        (out / "labels.json").write_text(json.dumps({f"{start + i:05d}.fe": int(y[i])
-                                                     for i in range(len(y))}))
+        labels.write_text(json.dumps({f"{start + i:05d}.fe": int(y[i]) for i in range(len(y))}))
         typer.echo(f"wrote {len(inputs)} ciphertexts to {out}/ "
-                   f"({sum(seconds) / len(seconds):.3f} s per image to encrypt)")
+                   f"({sum(seconds) / len(seconds):.3f} s per image to encrypt); the true "
+                   f"labels stay with the client in {labels}")
     else:
         typer.echo(f"accuracy {correct}/{len(inputs)}; encrypt "
                    f"{sum(seconds) / len(seconds):.3f} s per image")
@@ -166,6 +176,8 @@ def decrypt(
     ciphertexts: Path = typer.Argument(..., help="Folder of *.fe ciphertexts."),
     keys: Path = typer.Option(Path("fe-keys"), "--keys", "-k", help="Server key folder."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report."),
+    labels_path: Path = typer.Option(None, "--labels", help="The client's true labels "
+                                     "(from `veil fe encrypt`), to score the predictions."),
 ) -> None:
     """Server: classify encrypted images with the functional keys."""
     from veil import fe
@@ -174,8 +186,10 @@ def decrypt(
     files = sorted(ciphertexts.glob("*.fe"))
     if not files:
         _fail(f"no *.fe ciphertexts in {ciphertexts}")
-    labels_path = ciphertexts / "labels.json"
-    labels = json.loads(labels_path.read_text()) if labels_path.exists() else {}
+    try:
+        labels = json.loads(labels_path.read_text()) if labels_path else {}
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read the labels {labels_path}: {exc}")
     results, seconds = [], []
     with _progress() as bar:
         task = bar.add_task("decrypting", total=len(files))
