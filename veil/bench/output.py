@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
 #: Where quick (smoke) runs write when no ``--output`` is given: never over the published
 #: ``bench/results/NAME.json``, which only a full run (or an explicit ``--output``) replaces.
 QUICK_DIR = Path("bench/results/quick")
