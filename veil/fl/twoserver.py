@@ -52,12 +52,14 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from veil import ring
 from veil.csprng import CSPRNG, SEED_BYTES
 
 #: bytes of a sealed seed: ephemeral public key 32 + nonce 12 + seed 16 + GCM tag 16
@@ -93,9 +95,9 @@ class TwoServerConfig:
     def __post_init__(self) -> None:
         if self.ring_bits not in (32, 64):
             raise ValueError(f"ring_bits must be 32 or 64, got {self.ring_bits}")
-        if not 0 <= self.frac_bits <= self.ring_bits - 8:
-            raise ValueError(
-                f"frac_bits must be in [0, {self.ring_bits - 8}], got {self.frac_bits}")
+        top = min(self.ring_bits - 8, ring.MAX_FRAC_BITS)
+        if not 0 <= self.frac_bits <= top:
+            raise ValueError(f"frac_bits must be in [0, {top}], got {self.frac_bits}")
         if not self.max_weight > 0 or self.max_clients < 1 or self.noise_std < 0:
             raise ValueError("max_weight must be > 0, max_clients >= 1, noise_std >= 0")
 
@@ -143,7 +145,7 @@ def encode(update: np.ndarray, weight: float, cfg: TwoServerConfig) -> np.ndarra
             f"update value {peak:.4g} (weighted) exceeds the two-server range "
             f"{cfg.value_bound:.4g} (ring_bits={cfg.ring_bits}, frac_bits={cfg.frac_bits}, "
             f"max_clients={cfg.max_clients}); refusing rather than clipping")
-    return np.round(v * 2.0 ** cfg.frac_bits).astype(np.int64)
+    return ring.encode(torch.from_numpy(v), cfg.frac_bits).numpy()
 
 
 def _seal_key(shared: bytes) -> bytes:
