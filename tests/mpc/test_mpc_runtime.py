@@ -226,3 +226,101 @@ def test_command_line_entry_point_runs_dealer_and_parties(keys):
     assert results[2]["items"] == 1
     with pytest.raises(SystemExit):
         _main(["party", "--addresses", addrs, "--keys", str(keys)])
+
+
+# ------------------------------------------------------------------------------ failure reports
+
+SECRET = 1.23457e14
+
+
+def _leaky_job(party):
+    # party 1's private input is outside the fixed-point range: its error text quotes it
+    x = party.share(torch.tensor([SECRET]) if party.rank == 1 else None, owner=1, shape=(1,))
+    return x.reveal()
+
+
+def test_private_value_in_an_error_never_reaches_the_other_participants(keys):
+    p0, p1 = _free_ports(2)
+    addresses = [f"127.0.0.1:{p0}", f"127.0.0.1:{p1}", "127.0.0.1:0"]
+
+    def start(rank):
+        try:
+            return veil.run(_leaky_job if rank < 2 else None, transport="tcp", rank=rank,
+                            addresses=addresses, timeout=20, credentials=keys)
+        except PartyFailedError as exc:
+            return exc
+
+    results = _run_three(start)
+    own = results[1]
+    assert isinstance(own, PartyFailedError) and "1.23457e+14" in str(own)  # local detail
+    for rank in (0, 2):
+        text = str(results[rank]) + repr(results[rank].__cause__)
+        assert isinstance(results[rank], PartyFailedError)
+        assert "party 1 failed in its job (ValueError" in text, text
+        assert "1.23457e+14" not in text and "123457" not in text, text
+
+
+def test_local_peers_get_only_the_generic_reason():
+    seen = {}
+
+    def job(party):
+        if party.rank == 1:
+            raise ValueError(f"weight {SECRET} is NaN-adjacent")
+        try:
+            party.exchange(torch.ones(1))
+        except Exception as exc:
+            seen[0] = str(exc)
+            raise
+
+    with pytest.raises(PartyFailedError, match="party 1 failed: ValueError: weight 1"):
+        veil.run(job, timeout=10)
+    assert "party 1 failed in its job (ValueError" in seen[0]
+    assert str(SECRET) not in seen[0]
+
+
+def test_stalled_party_is_blamed_not_the_one_that_waited():
+    def job(party):
+        if party.rank == 1:
+            time.sleep(4)  # stalls before asking the dealer
+        x = party.share(torch.ones(2) if party.rank == 0 else None, owner=0, shape=(2,))
+        return (x * x).reveal()
+
+    t0 = time.perf_counter()
+    with pytest.raises(PartyFailedError, match="party 1 stalled") as info:
+        veil.run(job, timeout=0.3)
+    assert info.value.rank == 1 and info.value.stalled
+    assert "party 0 waited" in str(info.value)
+    assert time.perf_counter() - t0 < 3.5  # reported without waiting for the sleeper
+
+
+def test_shape_mismatch_is_the_job_error_not_the_dealer():
+    def job(party):
+        x = party.share(torch.ones(2, 3) if party.rank == 0 else None, owner=0, shape=(2, 3))
+        y = party.share(torch.ones(4, 5) if party.rank == 1 else None, owner=1, shape=(4, 5))
+        return (x @ y).reveal()
+
+    with pytest.raises(PartyFailedError) as info:
+        veil.run(job, timeout=10)
+    assert info.value.rank in (0, 1)
+    assert "the dealer failed" not in str(info.value)
+    assert "(2, 3) @ (4, 5)" in str(info.value)
+
+
+def test_transport_is_a_typed_choice():
+    from veil.mpc.runtime import Transport
+
+    assert Transport.parse("tcp") is Transport.TCP
+    r0, _ = veil.run(_mul_job, transport=Transport.LOCAL)
+    assert torch.equal(r0[0], torch.arange(4) * 2.0)
+
+
+def test_progress_reaches_the_caller():
+    def job(party, progress):
+        for i in range(3):
+            if party.rank == 1:
+                progress(i + 1, 3)
+        return party.rank
+
+    seen = []
+    assert veil.run(job, progress=lambda d, t: seen.append((d, t))) == [0, 1]
+    assert seen == [(1, 3), (2, 3), (3, 3)]

@@ -8,7 +8,7 @@ from mpc_helpers import bit_frequencies, record_received
 
 import veil
 import veil.mpc.party as party_mod
-import veil.mpc.runtime as runtime_mod
+import veil.mpc.launch as launch_mod
 from veil.csprng import CSPRNG
 
 N = 8192
@@ -75,7 +75,7 @@ def _view_of_party1(value):
 def test_non_owner_share_is_independent_of_owner_value(monkeypatch):
     # Same randomness, different inputs: party 1's share is bit-identical, party 0's is not.
     monkeypatch.setattr(party_mod, "CSPRNG", _DeterministicCSPRNG)
-    monkeypatch.setattr(runtime_mod, "CSPRNG", _DeterministicCSPRNG)
+    monkeypatch.setattr(launch_mod, "CSPRNG", _DeterministicCSPRNG)
 
     def job(party, value):
         x = party.share(value if party.rank == 0 else None, owner=0, shape=(16,))

@@ -361,7 +361,9 @@ def tls_connect(address: str | tuple[str, int], credentials: Credentials, expect
                 raise PeerTimeoutError(f"could not connect to {name} at {host}:{port}") from None
             time.sleep(0.05)
     try:
-        sock.settimeout(max(0.1, min(HANDSHAKE_TIMEOUT, deadline - time.monotonic())))
+        # The listener completes the handshake only once it reaches accept(): a busy peer
+        # gets at least HANDSHAKE_TIMEOUT, even past the connect deadline.
+        sock.settimeout(max(HANDSHAKE_TIMEOUT, deadline - time.monotonic()))
         stream = _TLSStream(sock, credentials.context(server=False), server_side=False)
         try:
             stream.handshake()
