@@ -184,6 +184,7 @@ def run_benchmark(quick: bool = False, wan64: bool = False) -> dict[str, Any]:
     from veil.comm.credentials import init_keys
 
     rows = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="veil-bench-service-") as tmp:
         keys = os.path.join(tmp, "keys")
         init_keys(keys)
@@ -208,7 +209,9 @@ def run_benchmark(quick: bool = False, wan64: bool = False) -> dict[str, Any]:
         "note": "roles as 3 processes on one host (1 torch thread each), links shaped by a "
                 "Python TCP proxy; the machine is shared with other jobs",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__},
+                    "torch": torch.__version__,
+                    "loadavg_1_5_15_before": list(load_before),
+                    "loadavg_1_5_15_after": list(os.getloadavg())},
     }
 
 

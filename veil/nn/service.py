@@ -507,13 +507,15 @@ class DealerService(_Service):
         self.history: list[dict[str, Any]] = []
         self._listener = _Listener(listen, self.creds,
                                    {SERVER_ROLE: "the model owner", CLIENT_ROLE: "the data owner"},
-                                   self._handle, "dealer", pair_timeout)
+                                   self._handle, "dealer", self.idle_timeout)
         log.info("dealer: listening on %s%s", self.address,
                  f" (preprocessed pool {store})" if store is not None else "")
 
     def _handle(self, channel: SocketChannel, role: str) -> None:
         peer = _peer_address(channel)
-        link = Link(channel, self.pair_timeout)
+        # The socket's timeout is the idle timeout: parties compute, and think, between
+        # requests; pairing is bounded by pair_timeout below.
+        link = Link(channel, self.idle_timeout)
         try:
             msg = link.recv()
             if not isinstance(msg, dict) or msg.get("op") != "join" or \
@@ -553,8 +555,6 @@ class DealerService(_Service):
             raise
 
     def _run_session(self, session: str, server: Link, client: Link, peer: str) -> None:
-        for link in (server, client):
-            link.timeout = self.idle_timeout
         dealer = _PooledDealer({0: server, 1: client}, self.pool)
         with self._lock:
             self._sessions[session] = (server, client)
@@ -588,6 +588,9 @@ class DealerService(_Service):
                      record["bytes_sent"] / 1e6, record["generate_s"])
 
     def _drain(self, grace_s: float) -> None:
+        settle = time.monotonic() + min(grace_s, 0.5)  # sessions saying goodbye right now
+        while self._sessions and time.monotonic() < settle:
+            time.sleep(0.02)
         with self._lock:
             links = [link for pair in self._sessions.values() for link in pair]
         for link in links:
@@ -647,8 +650,9 @@ class InferenceServer(_Service):
     listen: ``host:port`` for clients.
     dealer: ``host:port`` of the :class:`DealerService`.
     keys: keys directory (or credentials of role ``party0``).
-    timeout: seconds to wait for any message during a query or a session's set-up.
-    idle_timeout: seconds a session may stay idle between queries.
+    timeout: seconds to wait for the dealer during a query or a session's set-up.
+    idle_timeout: seconds a session may stay idle between queries; also how long a client
+        that stops answering mid-query holds its own session (never the others).
     max_sessions: clients served at the same time (more are refused with a clear error).
     max_batch: largest batch a query may send.
     labels_only: answer only argmax labels, never logits.
@@ -679,13 +683,16 @@ class InferenceServer(_Service):
         #: One record per answered query (public figures: sizes, times, bytes, rounds).
         self.history: list[dict[str, Any]] = []
         self._listener = _Listener(listen, self.creds, {CLIENT_ROLE: "the data owner"},
-                                   self._handle, "server", self.timeout)
+                                   self._handle, "server", self.idle_timeout)
         log.info("server: listening on %s, dealer at %s, model %s", self.address, dealer,
                  self.digest[:12])
 
     def _handle(self, channel: SocketChannel, role: str) -> None:
         addr = _peer_address(channel)
-        peer = Link(channel, self.timeout)
+        # The client's socket waits up to idle_timeout (between queries, and for a client
+        # that hangs mid-query: only its session waits). The client itself, and the
+        # server's link to the dealer, fail after `timeout`.
+        peer = Link(channel, self.idle_timeout)
         hello = peer.recv()
         if not isinstance(hello, dict) or hello.get("op") != "hello":
             peer.close("refused: expected a hello")
@@ -756,9 +763,7 @@ class InferenceServer(_Service):
                      st["bytes_sent"] + st["bytes_received"], st["rounds"])
             graphs = {False: self.graph, True: None}
             while True:
-                peer.timeout = self.idle_timeout
                 msg = peer.recv()
-                peer.timeout = self.timeout
                 if not isinstance(msg, dict) or msg.get("op") not in ("query", "close"):
                     raise ServiceError("the client sent a malformed request")
                 if msg["op"] == "close":
