@@ -187,11 +187,12 @@ class TreeKey:
                 "key is never serialised again (keys are single-use)")
 
     # -- bit-packed format ----------------------------------------------------------------
-    def _value_bits(self) -> np.ndarray:
-        """(N, b) uint8 bits of the value corrections and the final word(s), in key order."""
+    def _value_bits(self, with_leaf: bool = True) -> np.ndarray:
+        """(N, b) uint8 bits of the value corrections and the final word(s), in key order
+        (``with_leaf=False``: without an early-termination table)."""
         if not self.leaf:
             return _field_bits(self._per_key_values(), self.ell)
-        parts = [_field_bits(np.ascontiguousarray(self.cw_last), 64)]
+        parts = [_field_bits(np.ascontiguousarray(self.cw_last), 64)] if with_leaf else []
         if self.kind == "dcf":
             vcw = self.vcw.transpose(1, 0, 2).reshape(self.count, -1)
             parts.insert(0, _field_bits(vcw, self.ell))
@@ -298,9 +299,10 @@ class TreeKey:
         ``seeds`` ``(n+1, N, 2)`` int64 (root seeds, then the seed corrections
         level by level), ``values`` ``(L, N, m)`` int64 (``ell = 64``: the value
         corrections level by level and the final word, ``L = n + 1``; a DPF has
-        only the final word, ``L = 1``; empty when ``ell < 64``) and ``bits``
-        ``(N, b)`` uint8 (the control bits, and the values when ``ell < 64``,
-        bit-packed per key). Their total size per key is :attr:`nbytes`;
+        only the final word, ``L = 1``; with early termination the packed leaf
+        table, ``(1, N, words)``; otherwise empty when ``ell < 64``) and ``bits``
+        ``(N, b)`` uint8 (the value corrections when ``ell < 64``, then the control
+        bits, bit-packed per key). Their total size per key is :attr:`nbytes`;
         :meth:`from_parts` rebuilds the keys as views, without copies.
         """
         self._refuse_if_consumed()
@@ -318,16 +320,20 @@ class TreeKey:
                 values = np.concatenate([self.vcw, self.cw_last[None]], axis=0)
             else:
                 values = self.cw_last[None]
+        elif self.leaf:  # whole words: the evaluator reads them in place
+            values = self.cw_last[None]
         else:
             values = np.zeros((0, num, self.width), dtype=np.uint64)
         if fast:
             vcw = self.vcw if self.kind == "dcf" else self.vcw[:, :, :0]
-            bits = kernels.pack_bits(vcw, self.cw_last, self.tl, self.tr, self.ell,
-                                     self.ell != 64, 64 if self.leaf else self.ell)
+            last = self.cw_last[:, :0] if self.leaf else self.cw_last
+            bits = kernels.pack_bits(vcw, last, self.tl, self.tr, self.ell, self.ell != 64,
+                                     self.ell)
         elif self.ell == 64:
             bits = np.packbits(tbits, axis=1, bitorder="little")
         else:
-            bits = np.packbits(np.concatenate([self._value_bits(), tbits], axis=1), axis=1,
+            vbits = self._value_bits(with_leaf=False)
+            bits = np.packbits(np.concatenate([vbits, tbits], axis=1), axis=1,
                                bitorder="little")
         assert seeds.shape == (n + 1, num, 2)
         return {"seeds": np.ascontiguousarray(seeds).view(np.int64),
@@ -341,12 +347,12 @@ class TreeKey:
         full_n, n = n, n - leaf
         seeds, values, bits = (np.asarray(parts[k]) for k in ("seeds", "values", "bits"))
         num = seeds.shape[1] if seeds.ndim == 3 else -1
-        nvbits = ((width * n if kind == "dcf" else 0) * ell
-                  + (64 * leaf_words(ell, width, leaf) if leaf else width * ell))
-        levels = (n + 1 if kind == "dcf" else 1) if ell == 64 else 0
+        nvbits = (width * n if kind == "dcf" else 0) * ell + (0 if leaf else width * ell)
+        levels = (n + 1 if kind == "dcf" else 1) if ell == 64 else int(leaf > 0)
+        vwidth = leaf_words(ell, width, leaf) if leaf else width
         nbits = 2 * n + (0 if ell == 64 else nvbits)
         if (seeds.shape != (n + 1, num, 2) or seeds.dtype != np.int64
-                or values.shape != (levels, num, width) or values.dtype != np.int64
+                or values.shape != (levels, num, vwidth) or values.dtype != np.int64
                 or bits.shape != (num, (nbits + 7) // 8) or bits.dtype != np.uint8):
             raise ValueError(f"{kind} key parts for n={full_n}, ell={ell}, width={width}, "
                              f"leaf={leaf} have the "
@@ -359,6 +365,18 @@ class TreeKey:
                 vcw, cw_last = vals[:n], vals[n]
             else:
                 vcw, cw_last = np.zeros((n, num, 0), dtype=np.uint64), vals[0]
+        elif leaf:
+            cw_last = values.view(np.uint64)[0]
+            if kind == "dpf":
+                vcw = np.zeros((n, num, 0), dtype=np.uint64)
+            elif kernels.AVAILABLE and ell == 1 and width == 1:
+                # n one-bit corrections: the control-bit unpacker reads them in one pass
+                vbits, _ = kernels.unpack_control(np.ascontiguousarray(bits), 0, n)
+                vcw = vbits.astype(np.uint64)[:, :, None]
+            else:
+                tb = np.unpackbits(bits[:, : (toff + 7) // 8], axis=1, bitorder="little")
+                vcw = _bits_field(tb[:, :toff], width * n, ell)
+                vcw = np.ascontiguousarray(vcw.reshape(num, n, width).transpose(1, 0, 2))
         else:
             tb = np.unpackbits(bits[:, : (toff + 7) // 8], axis=1, bitorder="little")
             vcw, cw_last, _ = cls._values_from_bits(tb, kind, n, ell, width, leaf)
