@@ -197,6 +197,45 @@ def gradient_inversion_table(clients: int = 10, iterations: int = 600) -> list[d
     return rows
 
 
+def membership_table(rounds: int = 30, noise: float = 1.0) -> list[dict[str, Any]]:
+    """Loss-threshold membership inference on the final global model, with and without DP.
+
+    100 clients hold 20 MNIST images each (the members); 2,000 test images are the
+    non-members. An MLP is trained for ``rounds`` rounds (fraction 0.2, 5 local epochs),
+    once with plain FedAvg and once with client-level DP (z = ``noise``, C = 1, the same
+    Poisson rate), in process through Veil's ServerApp logic.
+    """
+    import torch.nn.functional as F
+
+    from veil.attacks.metrics import evaluate_scores
+    from veil.fl import FLConfig, Task
+    from veil.fl.inprocess import run_in_process, task_identity
+    from veil.fl.task import load_dataset, set_params
+
+    task = Task(model="mlp", dataset="mnist", num_clients=100, train_limit=2000,
+                local_epochs=5, batch_size=10, lr=0.05)
+    xm, ym = load_dataset("mnist", "train", 2000)
+    xn, yn = load_dataset("mnist", "test", 2000)
+    rows = []
+    for z in (0.0, noise):
+        cfg = FLConfig(task=task, rounds=rounds, fraction=0.2, dp_noise=z, dp_clip=1.0)
+        with task_identity():
+            log = run_in_process(cfg)
+        model = task.build()
+        set_params(model, log.final_arrays)
+        model.eval()
+        with torch.no_grad():
+            loss = torch.cat([F.cross_entropy(model(x), y, reduction="none")
+                              for x, y in ((xm, ym), (xn, yn))]).numpy()
+        members = np.r_[np.ones(len(xm), bool), np.zeros(len(xn), bool)]
+        res = evaluate_scores(-loss, members, fprs=(0.01, 0.05))
+        rows.append({"dp_noise": z, "epsilon": log.rounds[-1].get("epsilon"),
+                     "test_accuracy": log.rounds[-1]["accuracy"], "auc": res.auc,
+                     "tpr_at_1pct_fpr": res.tpr_at_fpr[0.01],
+                     "tpr_at_5pct_fpr": res.tpr_at_fpr[0.05]})
+    return rows
+
+
 def run_benchmark(quick: bool = False) -> dict[str, Any]:
     import logging
     logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -210,6 +249,7 @@ def run_benchmark(quick: bool = False) -> dict[str, Any]:
     }
     results["gradient_inversion"] = gradient_inversion_table(
         iterations=200 if quick else 600)
+    results["membership"] = membership_table(rounds=10 if quick else 30)
     if not quick:
         results["rounds_to_accuracy"] = rounds_to_accuracy()
     for agg in results["aggregation"].values():
@@ -240,6 +280,10 @@ def _print_table(res: dict[str, Any]) -> None:
     for r in res["gradient_inversion"]:
         print(f"gradient inversion: {r['setting']:<58} PSNR {r['psnr_db']:6.2f} dB  "
               f"SSIM {r['ssim']:.3f}")
+    for r in res["membership"]:
+        eps = "no DP" if not r["dp_noise"] else f"z={r['dp_noise']}, eps={r['epsilon']:.2f}"
+        print(f"membership inference ({eps}): test acc {r['test_accuracy']:.3f}, "
+              f"AUC {r['auc']:.3f}, TPR@1%FPR {r['tpr_at_1pct_fpr']}")
     if "rounds_to_accuracy" in res:
         r = res["rounds_to_accuracy"]
         print(f"rounds to {r['target']:.0%} (LeNet, 10 clients IID): {r['reached_at_round']} "
