@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 
+from veil import config
+
 
 def crypten_env() -> dict[str, str]:
     """This process's environment with ``$VEIL_CRYPTEN_PATH`` put first on ``PYTHONPATH``."""
     env = dict(os.environ)
-    extra = env.get("VEIL_CRYPTEN_PATH")
+    extra = config.crypten_path()
     if extra:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH")) if p)
     return env
