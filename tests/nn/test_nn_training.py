@@ -191,7 +191,7 @@ def test_weights_nobody_knows_are_served_as_they_are(tmp_path) -> None:
     shares = [torch.load(f, weights_only=True) for f in handle.files]
     twin = twin_train(model, x, y, **kw)
     first = shares[0]["_1.weight"] + shares[1]["_1.weight"]   # the test may add them up
-    assert torch.equal(first, torch.round(twin.state_dict()["1.weight"].double().t() * 2**16)
+    assert torch.equal(first, torch.round(twin.state_dict()["1.weight"].double().t() * 2**20)
                        .long())
     outs, _ = serve(handle, [x[:5]], reveal_to=1)
     with torch.no_grad():

@@ -4,9 +4,12 @@ PyTorch's ``SGD`` (dampening 0, not Nesterov) keeps ``b = μ b + (g + λ W)`` an
 steps ``W -= η b``. On shares we keep the velocity already scaled by the learning
 rate, ``v = η b``: ``v = μ v + η g + η λ W`` and ``W -= v``, the same iterates
 for a constant ``η``, with ONE exact truncation per parameter element and step:
-the three products with public constants (held with 24 fractional bits) are summed
+the three products with public constants (held with 24 fractional bits, fewer for
+gradients beyond 32 bits: :func:`const_bits`) are summed
 at ``2^(g + 24)``, where the gradient ``g`` may come untruncated at ``2f`` bits (a
-weight gradient), and truncated together back to ``f`` bits. The sum must stay
+weight gradient), and truncated together back to ``f`` bits, rounding to nearest
+(a floor would move every weight by half an ulp per step, ten times that through
+the momentum: a drift that costs accuracy over an epoch). The sum must stay
 below ``2^62``: ``|v| < 2^(38 - g)`` (64 for weights at ``f = 16``), far above what
 a learning-rate-scaled velocity reaches.
 
@@ -53,10 +56,16 @@ class SGDConfig:
             raise ValueError(f"need lr > 0 and momentum < 1, got lr={self.lr}, "
                              f"momentum={self.momentum}")
 
-    def constants(self) -> tuple[int, int, int]:
-        """``(μ, η, ηλ)`` as integers at :data:`~veil.mpc.exact.CONST_BITS`."""
-        return (constant(self.momentum), constant(self.lr),
-                constant(self.lr * self.weight_decay))
+    def constants(self, bits: int = CONST_BITS) -> tuple[int, int, int]:
+        """``(μ, η, ηλ)`` as integers with ``bits`` fractional bits."""
+        return (constant(self.momentum, bits), constant(self.lr, bits),
+                constant(self.lr * self.weight_decay, bits))
+
+
+def const_bits(grad_bits: int) -> int:
+    """Fractional bits of the SGD constants: 24, fewer when the gradient comes at more than
+    32 bits, so that the update's sum stays below ``2^56`` (|velocity| < 64)."""
+    return min(CONST_BITS, 56 - grad_bits)
 
 
 def _shift(grad_bits: int, frac_bits: int) -> int:
@@ -71,25 +80,32 @@ def sgd_step(cfg: SGDConfig, w: SecretTensor, v: SecretTensor, g: SecretTensor,
 
     ``g``'s share is held at ``grad_bits`` fractional bits (default: ``w.frac_bits``).
     """
-    mu, lr, decay = cfg.constants()
-    up = _shift(w.frac_bits if grad_bits is None else grad_bits, w.frac_bits)
+    gb = w.frac_bits if grad_bits is None else grad_bits
+    c = const_bits(gb)
+    mu, lr, decay = cfg.constants(c)
+    up = _shift(gb, w.frac_bits)
     t = v.share * mu
     if decay:
         t = t + w.share * decay
     t = (t << up) + g.share * lr
-    v = v._wrap(truncate(w.party, t, CONST_BITS + up))
+    bits = c + up
+    if w.party.rank == 0:  # round to nearest: a floor would bias every weight by -1/2 ulp a step
+        t = t + (1 << (bits - 1))
+    v = v._wrap(truncate(w.party, t, bits))
     return w - v, v
 
 
 def sgd_plan(count: int, grad_bits: int, frac_bits: int) -> list:
     """The dealer requests of :func:`sgd_step` on a parameter of ``count`` elements."""
-    return trunc_plan(count, CONST_BITS + _shift(grad_bits, frac_bits))
+    return trunc_plan(count, const_bits(grad_bits) + _shift(grad_bits, frac_bits))
 
 
 def twin_sgd_step(cfg: SGDConfig, w: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
                   grad_bits: int, frac_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Plaintext :func:`sgd_step` on int64 fixed-point values."""
-    mu, lr, decay = cfg.constants()
+    c = const_bits(grad_bits)
+    mu, lr, decay = cfg.constants(c)
     up = _shift(grad_bits, frac_bits)
-    v = (((v * mu + w * decay) << up) + g * lr) >> (CONST_BITS + up)
+    bits = c + up
+    v = (((v * mu + w * decay) << up) + g * lr + (1 << (bits - 1))) >> bits
     return w - v, v
