@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from veil.fl.inprocess import InProcessGrid, task_identity
+from veil.fl.inprocess import task_identity
 
 
 @pytest.fixture(autouse=True)
 def _task_identity():
     with task_identity():
         yield
-
-
-@pytest.fixture
-def grid_factory():
-    return InProcessGrid
 
 
 @pytest.fixture(autouse=True, scope="module")

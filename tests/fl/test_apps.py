@@ -12,12 +12,8 @@ from veil.fl.task import Task
 TASK = Task(model="mlp", dataset="digits", num_clients=5, lr=0.1, local_epochs=3, train_limit=600)
 
 
-def run(grid_factory, cfg, fail=None):
-    return run_in_process(cfg, fail)
-
-
-def test_secure_aggregations_give_plain_fedavg(grid_factory):
-    logs = {agg: run(grid_factory, FLConfig(task=TASK, rounds=2, aggregation=agg))
+def test_secure_aggregations_give_plain_fedavg():
+    logs = {agg: run_in_process(FLConfig(task=TASK, rounds=2, aggregation=agg))
             for agg in ("plain", "two-server", "secagg+")}
     plain = np.concatenate([a.ravel() for a in logs["plain"].final_arrays])
     for agg in ("two-server", "secagg+"):
@@ -33,17 +29,17 @@ def test_secure_aggregations_give_plain_fedavg(grid_factory):
     assert logs["secagg+"].rounds[0]["secagg_clipped"] == 0
 
 
-def test_secaggplus_silent_clipping_is_detected(grid_factory, caplog):
+def test_secaggplus_silent_clipping_is_detected(caplog):
     cfg = FLConfig(task=TASK, rounds=1, aggregation="secagg+", clipping_range=0.05)
-    log = run(grid_factory, cfg)
+    log = run_in_process(cfg)
     assert log.rounds[0]["secagg_clipped"] > 0
     assert "silently" in caplog.text
 
 
-def test_client_killed_mid_round_is_left_out(grid_factory):
+def test_client_killed_mid_round_is_left_out():
     cfg = FLConfig(task=TASK, rounds=1, aggregation="two-server")
-    full = run(grid_factory, cfg)
-    killed = run(grid_factory, cfg, fail={103: ConnectionResetError("killed")})
+    full = run_in_process(cfg)
+    killed = run_in_process(cfg, fail={103: ConnectionResetError("killed")})
     assert full.rounds[0]["included"] == 5 and killed.rounds[0]["included"] == 4
     # the others' average, not a corrupted one: as good as the full round, and different
     a = np.concatenate([x.ravel() for x in full.final_arrays])
@@ -52,10 +48,10 @@ def test_client_killed_mid_round_is_left_out(grid_factory):
     assert killed.rounds[0]["accuracy"] > killed.initial["accuracy"] + 0.2
 
 
-def test_fedprox_sends_mu_and_changes_the_update(grid_factory):
-    base = run(grid_factory, FLConfig(task=TASK, rounds=1))
+def test_fedprox_sends_mu_and_changes_the_update():
+    base = run_in_process(FLConfig(task=TASK, rounds=1))
     prox_task = dataclasses.replace(TASK, proximal_mu=5.0)
-    prox = run(grid_factory, FLConfig(task=prox_task, rounds=1))
+    prox = run_in_process(FLConfig(task=prox_task, rounds=1))
     init = TASK.build()
     w0 = np.concatenate([p.detach().numpy().ravel() for p in init.state_dict().values()])
     move = {k: np.linalg.norm(np.concatenate([a.ravel() for a in v.final_arrays]) - w0)
