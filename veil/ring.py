@@ -112,6 +112,38 @@ def encode(
     return torch.round(t * float(2**f)).to(torch.int64)
 
 
+def check_range(x: torch.Tensor, frac_bits: int = DEFAULT_FRAC_BITS, what: str = "value"
+                ) -> None:
+    """Raise :class:`ValueError`, naming ``what``, unless :func:`encode` accepts all of ``x``.
+
+    For checking inputs and weights *before* a protocol starts, so that a bad
+    value fails locally and early rather than in the middle of a run.
+
+    Example
+    -------
+    >>> check_range(torch.tensor([1.0, 2.0**50]), what="input")
+    Traceback (most recent call last):
+    ...
+    ValueError: input has a value outside the fixed-point range [-2^46, 2^46)...
+    """
+    f = check_frac_bits(frac_bits)
+    t = torch.as_tensor(x)
+    if not t.is_floating_point() or not t.numel():
+        if t.numel() and t.dtype != torch.bool:
+            limit = 2 ** (RING_BITS - 2 - f)
+            if bool(((t >= limit) | (t < -limit)).any()):
+                raise ValueError(f"{what} has a value outside the fixed-point range "
+                                 f"[-2^{62 - f}, 2^{62 - f}) for frac_bits={f}")
+        return
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{what} contains NaN or infinite values")
+    limit = encode_limit(f)
+    if bool(((t >= limit) | (t < -limit)).any()):
+        raise ValueError(f"{what} has a value outside the fixed-point range [-2^{62 - f}, "
+                         f"2^{62 - f}) for frac_bits={f} (largest magnitude "
+                         f"{float(t.abs().max()):.3g}); scale it down")
+
+
 def decode(
     x: torch.Tensor, frac_bits: int = DEFAULT_FRAC_BITS, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:

@@ -141,3 +141,23 @@ def test_a_gate_mask_hides_one_value_only_and_is_dropped_once_used():
         # the untouched half still works, once
         out = mask(m1, x)
         assert out is not None
+
+
+def test_out_of_range_inputs_and_weights_fail_locally_before_any_party_starts(monkeypatch):
+    """A value outside the fixed-point range is refused up front, never mid-protocol."""
+    import pytest
+    from torch import nn
+
+    import veil.nn.inference as inference
+    from veil.nn.inference import secure_inference
+
+    started = []
+    monkeypatch.setattr(inference, "run", lambda *a, **k: started.append(1))
+    net = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(ValueError, match="input has a value outside the fixed-point range"):
+        secure_inference(net, torch.tensor([[1.0, 2.0**50, 3.0]]))
+    with torch.no_grad():
+        net[0].weight[0, 0] = 1e15
+    with pytest.raises(ValueError, match=r"parameter .*weight has a value outside"):
+        secure_inference(net, torch.ones(1, 3))
+    assert started == []

@@ -37,6 +37,7 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from veil import ring
 from veil.nn.layer import Layer, UnsupportedModelError
 from veil.nn.lowering import Lowering, meta_shape, refuse, target_name
 from veil.nn.ops import get_op, op_for_function, op_for_method, op_for_module, op_names
@@ -91,6 +92,12 @@ class SecureGraph:
             raise ValueError("input batch is empty")
         if not torch.isfinite(x).all():
             raise ValueError("input contains NaN or infinite values")
+        ring.check_range(x, what="input")  # locally, before any party starts
+
+    def check_parameters(self, frac_bits: int = ring.DEFAULT_FRAC_BITS) -> None:
+        """Raise a clear error, naming the parameter, if a weight is not encodable."""
+        for name, kind, t in self.parameters():
+            ring.check_range(t, frac_bits, f"parameter {name}.{kind}")
 
     def signature(self) -> tuple:
         """A hashable description of the architecture (ops, wiring, shapes; no weights)."""
@@ -239,6 +246,7 @@ def convert(model: nn.Module, input_shape: tuple[int, ...] | torch.Size,
     _check_used_tensors(graph)
     if fold_batchnorm:
         graph = fold_batchnorm_layers(graph)
+    graph.check_parameters()  # (folded) weights in range, before any party starts
     return pool_before_relu_layers(graph) if pool_before_relu else graph
 
 
