@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from pymcl import GT
 
+from veil import config
 from veil.fe.group import GT_GEN, gt_power
 
 _FORMAT = 1
@@ -46,9 +47,7 @@ class DiscreteLogRangeError(ValueError):
 
 def default_cache_dir() -> Path:
     """``$VEIL_CACHE/fe`` or ``~/.cache/veil/fe``."""
-    root = os.environ.get("VEIL_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "veil"
-    return base / "fe"
+    return config.cache_dir() / "fe"
 
 
 def _digest(element: GT) -> int:

@@ -24,7 +24,6 @@ Example
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from veil import config
 from veil.fe.dlog import DiscreteLog
 from veil.fe.projection import DecryptTimings, ProjectedKey, decrypt_projected, keygen_projected
 from veil.fe.quadnet import IntQuadNet, QuadNet, accuracy, train_quadnet
@@ -160,8 +160,7 @@ def evaluate_encrypted(
 
 def models_dir() -> Path:
     """``$VEIL_CACHE/models`` or ``~/.cache/veil/models`` (trained weights live here)."""
-    root = os.environ.get("VEIL_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "veil") / "models"
+    return config.cache_dir() / "models"
 
 
 def mnist_quadnet(k: int = 40, epochs: int = 20, retrain: bool = False,

@@ -32,12 +32,12 @@ Example
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 from pymcl import G1, G2, GT, pairing
 
+from veil import config
 from veil.csprng import CSPRNG, default_generator
 from veil.fe.dlog import DiscreteLog
 from veil.fe.group import (
@@ -256,7 +256,7 @@ def discrete_log(table_bits: int | None = None) -> DiscreteLog:
     a few seconds the first time, then cached on disk).
     """
     if table_bits is None:
-        table_bits = int(os.environ.get("VEIL_FE_TABLE_BITS", "20"))
+        table_bits = config.fe_table_bits()
     if table_bits not in _SOLVERS:
         _SOLVERS[table_bits] = DiscreteLog(table_bits)
     return _SOLVERS[table_bits]
