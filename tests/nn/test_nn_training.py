@@ -208,8 +208,8 @@ def test_lazy_name() -> None:
 def test_one_full_private_epoch_on_digits_matches_the_twin() -> None:
     """All 1,797 scikit-learn digits, batch 128 (15 steps, the last one short), over TCP
     (three processes): the trained weights equal the twin's exactly (tolerance 0), and the
-    twin is within 3e-2 of float PyTorch SGD on the same batches (measured 1.5e-2: the
-    softmax approximation and fixed point, compounded by momentum over 15 steps)."""
+    twin is within 5e-3 of float PyTorch SGD on the same batches (measured 1.6e-3 at 20
+    fractional bits: the softmax approximation and fixed point, through momentum)."""
     x, y = _digits()
     torch.manual_seed(6)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
@@ -219,7 +219,7 @@ def test_one_full_private_epoch_on_digits_matches_the_twin() -> None:
     _same_weights(trained, twin)
     ref = _float_train(model, x, y, 128, 0.1, 0.9, 0.0)
     for k, v in twin.state_dict().items():
-        assert (v - ref.state_dict()[k]).abs().max() < 3e-2, k
+        assert (v - ref.state_dict()[k]).abs().max() < 5e-3, k
     assert report.batches == 15 and report.transport == "tcp"
     assert twin_accuracy(trained, x, y) > 0.5
 
