@@ -133,18 +133,17 @@ class SharedWeights:
     frac_bits: int = 16
 
 
-def save_shares(model: SharedModel, path: str) -> None:
-    """Write this party's raw parameter shares to ``path`` (owner-only, atomically)."""
+def private_save(obj: object, path: str) -> None:
+    """``torch.save`` to ``path`` atomically (a crash leaves the old file or the new one),
+    readable by this user only: a party's shares are for its own process."""
     import os
     import tempfile
 
-    state = {f"{name}.{kind}": p.share.cpu() for (name, kind), p in model.params.items()}
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".shares-")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".veil-")
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
+            torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -152,6 +151,12 @@ def save_shares(model: SharedModel, path: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_shares(model: SharedModel, path: str) -> None:
+    """Write this party's raw parameter shares to ``path`` (owner-only, atomically)."""
+    private_save({f"{name}.{kind}": p.share.cpu() for (name, kind), p in model.params.items()},
+                 path)
 
 
 def load_shares(party: Party, graph: SecureGraph, path: str, frac_bits: int = 16,

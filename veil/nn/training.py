@@ -54,7 +54,14 @@ from veil.nn.graph import SecureGraph, convert
 from veil.nn.losses import check_loss
 from veil.nn.ops import get_op
 from veil.nn.optim import SGDConfig
-from veil.nn.secure import DATA_OWNER, MODEL_OWNER, SharedWeights, save_shares, share_weights
+from veil.nn.secure import (
+    DATA_OWNER,
+    MODEL_OWNER,
+    SharedWeights,
+    private_save,
+    save_shares,
+    share_weights,
+)
 
 Progress = Callable[[int, int], None]
 
@@ -273,24 +280,10 @@ def _fingerprint(public: SecureGraph, cfg: TrainConfig) -> str:
 def _save_checkpoint(path: str, state: TrainState, epochs_done: int, public: SecureGraph,
                      cfg: TrainConfig) -> None:
     """This party's shares after ``epochs_done`` epochs, written atomically (owner-only)."""
-    import os
-    import tempfile
-
     blob = {"epochs_done": epochs_done, "fingerprint": _fingerprint(public, cfg),
             "params": {f"{n}.{k}": p.share.cpu() for (n, k), p in state.model.params.items()},
             "velocity": {f"{n}.{k}": v.share.cpu() for (n, k), v in state.velocity.items()}}
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".checkpoint-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(blob, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    private_save(blob, path)
 
 
 def _load_checkpoint(party, path: str | None, public: SecureGraph, cfg: TrainConfig

@@ -7,6 +7,8 @@ constant (one exact truncation) and adds it back to every position of its window
 
 from __future__ import annotations
 
+import math
+
 import torch.nn.functional as F
 from torch import nn
 
@@ -80,7 +82,7 @@ class AvgPool2d(Op):
         return x._wrap(truncate(party, s * c, x.frac_bits)), tuple(x.shape)
 
     def train_plan(self, layer, in_shapes, batch, frac_bits):
-        return trunc_plan(batch * _count(layer.out_shape), frac_bits)
+        return trunc_plan(batch * math.prod(layer.out_shape), frac_bits)
 
     def backward(self, party, layer, params, in_shape, grad, needs):
         c = window_constant(layer.params["kernel_size"], grad.frac_bits)
@@ -88,7 +90,7 @@ class AvgPool2d(Op):
         return [grad._wrap(self._spread(g, in_shape, layer))], {}
 
     def backward_plan(self, layer, in_shapes, batch, needs, frac_bits):
-        return trunc_plan(batch * _count(layer.out_shape), frac_bits)
+        return trunc_plan(batch * math.prod(layer.out_shape), frac_bits)
 
     def twin_train_forward(self, layer, params, args, frac_bits):
         return self.twin(layer, args, frac_bits), tuple(args[0].shape)
@@ -103,10 +105,3 @@ class AvgPool2d(Op):
         k = p["kernel_size"][0] * p["kernel_size"][1]
         values = g.unsqueeze(-1).expand(*g.shape, k)
         return fold_windows(values, in_shape[2:], p["kernel_size"], p["stride"], p["padding"])
-
-
-def _count(shape) -> int:
-    out = 1
-    for s in shape:
-        out *= int(s)
-    return out

@@ -9,6 +9,8 @@ windows are added back at their input positions (local).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,7 +102,7 @@ class MaxPool2d(Op):
         return [routed._wrap(self._fold(routed.share, grad.shape, in_shape, layer))], {}
 
     def backward_plan(self, layer, in_shapes, batch, needs, frac_bits):
-        rows = batch * _prod(layer.out_shape)
+        rows = batch * math.prod(layer.out_shape)
         k = layer.params["kernel_size"][0] * layer.params["kernel_size"][1]
         return exact.product_plan("beaver", (rows, 1), (rows, k), 0)
 
@@ -120,13 +122,6 @@ class MaxPool2d(Op):
         p = layer.params
         values = routed.reshape(*out_shape, -1)
         return fold_windows(values, in_shape[2:], p["kernel_size"], p["stride"], p["padding"])
-
-
-def _prod(shape) -> int:
-    out = 1
-    for s in shape:
-        out *= int(s)
-    return out
 
 
 def _windows(x: torch.Tensor, p: dict, pad_value: int) -> torch.Tensor:
