@@ -11,6 +11,7 @@ import typer
 
 from veil.cli import attack, bench, data, demo, dp, fe, models, service
 from veil.cli import fl as fl_cli
+from veil.cli import audit as audit_cli
 from veil.cli import he as he_cli
 from veil.cli import keys as keys_cli
 from veil.cli import train as train_cli
@@ -33,6 +34,7 @@ app.add_typer(fl_cli.app, name="fl")
 app.add_typer(attack.app, name="attack")
 app.add_typer(fe.app, name="fe")
 app.add_typer(he_cli.app, name="he")
+app.command("audit")(audit_cli.audit)
 app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
 app.add_typer(keys_cli.app, name="keys")
