@@ -18,7 +18,9 @@
    :mod:`veil.attacks`) on what the server holds after round 1: PSNR/SSIM of client 0's
    image recovered from its own update, from the secure sum, from the noisy secure sum,
    and from a locally noised update.
-4. **Rounds to accuracy** (not in quick mode): MNIST LeNet, 10 clients IID, until 99%
+4. **Membership inference** (loss threshold) on the final global model with and without
+   client-level DP, and **accuracy at ε = 1, 3, 8** (δ = 1e-5) for client-level DP.
+5. **Rounds to accuracy** (not in quick mode): MNIST LeNet, 10 clients IID, until 99%
    test accuracy or ``max_rounds``.
 
 Run: ``veil bench fl [--json] [--output F] [--quick]`` or ``python bench/fl.py``.
@@ -236,6 +238,33 @@ def membership_table(rounds: int = 30, noise: float = 1.0) -> list[dict[str, Any
     return rows
 
 
+def dp_accuracy_table(epsilons=(1.0, 3.0, 8.0), rounds: int = 20, clients: int = 100,
+                      fraction: float = 0.2, delta: float = 1e-5) -> list[dict[str, Any]]:
+    """Test accuracy of client-level DP-FedAvg at a target ε (δ = 1e-5) after ``rounds``.
+
+    MNIST MLP, ``clients`` clients with 100 images each, Poisson rate ``fraction``,
+    C = 1; z is the smallest noise multiplier whose RDP ε after ``rounds`` rounds is at
+    most the target (``veil.dp.noise_multiplier_for``). In process (Flower's loop, no Ray).
+    """
+    from veil.dp import noise_multiplier_for
+    from veil.fl import FLConfig, Task
+    from veil.fl.inprocess import run_in_process, task_identity
+
+    task = Task(model="mlp", dataset="mnist", num_clients=clients, train_limit=100 * clients,
+                batch_size=20, lr=0.1, local_epochs=2)
+    rows = []
+    for eps in (None, *epsilons):
+        z = 0.0 if eps is None else noise_multiplier_for(eps, delta, fraction, rounds)
+        cfg = FLConfig(task=task, rounds=rounds, fraction=fraction, dp_noise=z, dp_clip=1.0,
+                       delta=delta)
+        with task_identity():
+            log = run_in_process(cfg)
+        rows.append({"target_epsilon": eps, "noise_multiplier": z,
+                     "epsilon": log.rounds[-1].get("epsilon"),
+                     "test_accuracy": log.rounds[-1]["accuracy"]})
+    return rows
+
+
 def run_benchmark(quick: bool = False) -> dict[str, Any]:
     import logging
     logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -250,6 +279,7 @@ def run_benchmark(quick: bool = False) -> dict[str, Any]:
     results["gradient_inversion"] = gradient_inversion_table(
         iterations=200 if quick else 600)
     results["membership"] = membership_table(rounds=10 if quick else 30)
+    results["dp_accuracy"] = dp_accuracy_table(rounds=5 if quick else 20)
     if not quick:
         results["rounds_to_accuracy"] = rounds_to_accuracy()
     for agg in results["aggregation"].values():
@@ -284,6 +314,10 @@ def _print_table(res: dict[str, Any]) -> None:
         eps = "no DP" if not r["dp_noise"] else f"z={r['dp_noise']}, eps={r['epsilon']:.2f}"
         print(f"membership inference ({eps}): test acc {r['test_accuracy']:.3f}, "
               f"AUC {r['auc']:.3f}, TPR@1%FPR {r['tpr_at_1pct_fpr']}")
+    for r in res["dp_accuracy"]:
+        tag = "no DP" if r["target_epsilon"] is None else (
+            f"eps<={r['target_epsilon']:g} (z={r['noise_multiplier']:.2f}, eps={r['epsilon']:.2f})")
+        print(f"client-level DP, {tag}: test accuracy {r['test_accuracy']:.3f}")
     if "rounds_to_accuracy" in res:
         r = res["rounds_to_accuracy"]
         print(f"rounds to {r['target']:.0%} (LeNet, 10 clients IID): {r['reached_at_round']} "
