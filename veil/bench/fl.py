@@ -40,6 +40,7 @@ from veil.bench.output import publish
 
 DEFAULT_OUTPUT = Path("bench/results/fl.json")
 METHODS = ("plain", "secagg+", "two-server")
+SECAGG_NEIGHBOURS = 7
 _TIMES: dict[str, float] = {"outer": 0.0, "inner": 0.0}
 
 
@@ -75,7 +76,11 @@ def aggregation_costs(clients: int, per_client: int) -> dict[str, dict[str, floa
     out: dict[str, dict[str, float]] = {}
     with task_identity():
         for method in METHODS:
-            cfg = FLConfig(task=task, rounds=1, aggregation=method)
+            # SecAgg+ with every other client as a neighbour up to 10 clients (SecAgg), then
+            # k = 7 neighbours (SecAgg+'s log-degree graph): all-pairs masks at 100 clients
+            # cost each client 99 mask expansions of the whole model
+            shares = 1.0 if clients <= 10 else SECAGG_NEIGHBOURS
+            cfg = FLConfig(task=task, rounds=1, aggregation=method, secagg_shares=shares)
             _TIMES.update(outer=0.0, inner=0.0)
             app = _secaggplus_timed_app() if method == "secagg+" else client_app
             grid = InProcessGrid(app, clients)
@@ -83,7 +88,8 @@ def aggregation_costs(clients: int, per_client: int) -> dict[str, dict[str, floa
             ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
             _run_server(grid, ctx, cfg, log)
             r = log.rounds[0]
-            out[method] = {"bytes_up_per_client": r["bytes_up_per_client"],
+            out[method] = {"secagg_shares": shares if method == "secagg+" else None,
+                           "bytes_up_per_client": r["bytes_up_per_client"],
                            "bytes_down_per_client": r["bytes_down_per_client"],
                            "server_s": r["server_s"], "accuracy": r["accuracy"]}
             if method == "secagg+":
