@@ -24,6 +24,7 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --doctest-modules veil  # the docstring examples run too
 
 lint: install
 	$(BIN)/ruff check veil tests bench
