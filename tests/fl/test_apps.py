@@ -57,3 +57,24 @@ def test_fedprox_sends_mu_and_changes_the_update():
     move = {k: np.linalg.norm(np.concatenate([a.ravel() for a in v.final_arrays]) - w0)
             for k, v in (("avg", base), ("prox", prox))}
     assert move["prox"] < 0.9 * move["avg"]  # the proximal term holds clients near the global model
+
+
+def test_federated_evaluation_rebuilds_the_task():
+    from veil.fl.strategy import VeilFedAvg
+
+    cfg = FLConfig(task=TASK, rounds=1)
+    strategy = VeilFedAvg(task_config=TASK.to_config(), fraction_evaluate=1.0,
+                          min_evaluate_nodes=5)
+    from flwr.app import Array, ArrayRecord, ConfigRecord
+
+    from veil.fl.apps import client_app
+    from veil.fl.inprocess import InProcessGrid
+    from veil.fl.task import get_params
+    model = TASK.build()
+    arrays = ArrayRecord({k: Array(a) for k, a in
+                          zip(model.state_dict().keys(), get_params(model), strict=True)})
+    grid = InProcessGrid(client_app, cfg.task.num_clients)
+    replies = grid.send_and_receive(strategy.configure_evaluate(1, arrays, ConfigRecord(), grid))
+    metrics = strategy.aggregate_evaluate(1, replies)
+    assert not any(r.has_error() for r in replies)
+    assert 0 <= metrics["accuracy"] <= 1

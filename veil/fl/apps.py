@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import time
-from logging import WARNING
+from logging import INFO, WARNING
 
 import numpy as np
 from flwr.app import (
@@ -326,7 +326,7 @@ def flatten(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 def _log_line(entry: dict) -> None:
-    log(WARNING, "veil round %s: %s", entry["round"],
+    log(INFO, "veil round %s: %s", entry["round"],
         {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()})
 
 

@@ -28,8 +28,6 @@ class Meter:
 
     bytes_down: int = 0
     bytes_up: int = 0
-    messages_down: int = 0
-    replies: int = 0
     wait_s: float = 0.0
     _down_nodes: set | None = None
 
@@ -40,7 +38,7 @@ class Meter:
                "bytes_down_per_client": self.bytes_down / nodes,
                "bytes_up_per_client": self.bytes_up / nodes,
                "clients_contacted": len(self._down_nodes or ()), "wait_s": self.wait_s}
-        self.bytes_down = self.bytes_up = self.messages_down = self.replies = 0
+        self.bytes_down = self.bytes_up = 0
         self.wait_s, self._down_nodes = 0.0, set()
         return out
 
@@ -55,13 +53,11 @@ def metered(grid, meter: Meter):
         for m in messages:
             meter.bytes_down += content_bytes(m)
             meter._down_nodes.add(m.metadata.dst_node_id)
-        meter.messages_down += len(messages)
         start = time.perf_counter()
         replies = list(inner(messages, *args, **kwargs))
         meter.wait_s += time.perf_counter() - start
         for r in replies:
             meter.bytes_up += content_bytes(r)
-        meter.replies += len(replies)
         return replies
 
     grid.send_and_receive = send_and_receive

@@ -125,6 +125,12 @@ class VeilFedAvg(FedAvg):
         self._sampled = len(messages)
         return messages
 
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        cfg = ConfigRecord(dict(config))
+        cfg.update(self.task_config)  # clients rebuild the task from the config
+        return super().configure_evaluate(server_round, arrays, cfg, grid)
+
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
