@@ -264,3 +264,27 @@ def test_make_private_validates_up_front(kwargs):
         engine.make_private(module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                             data_loader=loader, **args)
     assert engine.accountant.steps == 0
+
+
+def test_a_parameter_used_outside_its_layer_is_refused():
+    class Reuse(nn.Module):  # reads the Linear's weight directly: no rule sees that use
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(5, 5)
+            self.head = nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.head(self.lin(x) @ self.lin.weight)
+
+    model = Reuse()
+    engine = PrivacyEngine()
+    dp_model, opt, _ = engine.make_private(
+        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        data_loader=DataLoader(_data(), batch_size=20), noise_multiplier=1.0,
+        max_grad_norm=1.0)
+    x, y = _data()[:20]
+    opt.zero_grad()
+    nn.functional.cross_entropy(dp_model(x), y).backward()
+    with pytest.raises(RuntimeError, match="lin.weight"):
+        opt.step()
+    assert engine.accountant.steps == 0

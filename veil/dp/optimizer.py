@@ -131,6 +131,7 @@ class DPOptimizer(Optimizer):
     def _accumulate(self) -> None:
         if not self.module.has_records:
             self._refuse_uncaptured()
+        self.module.check_captured()
         if self.clipping == "per_layer":
             sums, stats = self.module.clipped_sum_per_parameter(
                 dict(zip(self.params, self.max_grad_norms, strict=True)))

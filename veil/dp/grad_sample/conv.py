@@ -2,12 +2,11 @@
 
 Two strategies, picked per layer by cost:
 
-- Materialise: ``∇_i W`` for all samples at once with ONE convolution: the inputs
-  (batch as channels) convolved with each sample's backprops as filters, dilated by
-  the stride (groups = B), cropped to the kernel; or, for grouped/dilated layers, one
-  grouped weight-gradient convolution with the batch folded into the groups. Both are
-  faster than unfold + batched matmul (2.5x on the first layer of the MNIST CNN).
-  Cost ~ T·d·o per sample.
+- Materialise: ``∇_i W`` for all samples at once with ONE grouped weight-gradient
+  convolution, the batch folded into the groups (close to the cost of the batch
+  weight gradient it replaces; 3-5x faster than convolving the inputs with each
+  sample's backprops as filters on ResNet-20's layers, as fast on the MNIST CNN's
+  first layer). Cost ~ T·d·o per sample.
 - Ghost norm (Li et al. 2021): ``‖∇_i W‖² = Σ_{t,s} (u_t·u_s)(g_t·g_s)`` from the
   ``T×T`` Gram matrices of unfolded inputs and backprops, cost ~ T²·(d+o); the
   clipped sum is then one ordinary weight-gradient convolution on the backprops
@@ -78,22 +77,15 @@ class ConvRule(Rule):
         out = {}
         if module.weight.requires_grad:
             c, o = a2.shape[1], g2.shape[1]
-            if groups == 1 and tuple(d) == (1, 1):
-                # Swap roles: a forward convolution of the inputs (batch as channels) with
-                # each sample's backprops as filters, dilated by the stride, gives every
-                # ∇_i W at once (cropped to the kernel size).
-                ws = F.conv2d(a2.transpose(0, 1), g2.reshape(b * o, 1, *g2.shape[2:]),
-                              padding=tuple(p), dilation=tuple(s), groups=b)
-                ws = ws[..., :k[0], :k[1]].reshape(c, b, o, k[0], k[1]).permute(1, 2, 0, 3, 4)
-            else:
-                # Fold the batch into the channel groups: one grouped weight-gradient
-                # convolution gives every sample's gradient.
-                w_shape = (b * o, c // groups, *k)
-                ws = torch.ops.aten.convolution_backward(
-                    g2.reshape(1, b * o, *g2.shape[2:]), a2.reshape(1, b * c, *a2.shape[2:]),
-                    a2.new_empty(()).expand(w_shape), None, list(s), list(p), list(d), False,
-                    [0] * len(s), b * groups, [False, True, False],
-                )[1]
+            # Fold the batch into the channel groups: one grouped weight-gradient
+            # convolution gives every sample's gradient (3-5x faster on CPU than
+            # convolving the inputs with the backprops as filters, ResNet-20 shapes).
+            w_shape = (b * o, c // groups, *k)
+            ws = torch.ops.aten.convolution_backward(
+                g2.reshape(1, b * o, *g2.shape[2:]), a2.reshape(1, b * c, *a2.shape[2:]),
+                a2.new_empty(()).expand(w_shape), None, list(s), list(p), list(d), False,
+                [0] * len(s), b * groups, [False, True, False],
+            )[1]
             out["weight"] = ws.reshape(b, *module.weight.shape)
         if module.bias is not None and module.bias.requires_grad:
             out["bias"] = g.reshape(b, g.shape[1], -1).sum(-1)

@@ -37,9 +37,13 @@ class GradSampleModule(nn.Module):
     Parameters
     ----------
     module:
-        The model. Every trainable parameter must belong to a layer with a registered
-        rule (Linear, Conv1d/2d, GroupNorm, LayerNorm) or to a leaf layer that the
-        ``torch.func`` fallback handles.
+        The model. Each trainable parameter is handled by its layer's registered rule
+        (Linear, Conv1d/2d, GroupNorm, LayerNorm, LSTM/GRU/RNN, MultiheadAttention) or
+        by the ``torch.func`` fallback (any other layer owning parameters, leaf or
+        not). A parameter shared by several layers (weight tying) is handled exactly.
+        Parameters must be used through their module's forward: for Linear, conv,
+        recurrent and attention layers a use elsewhere (a parent reading
+        ``child.weight`` directly) is detected and refused at the optimizer step.
     loss_reduction:
         ``"mean"`` (the loss averages over the batch; backprops are rescaled by the
         batch size) or ``"sum"``.
@@ -124,6 +128,20 @@ class GradSampleModule(nn.Module):
                         for r in rec)
         self._records.setdefault(task, {}).setdefault(m, []).append(rec)
         self._grad_sample_cache = None
+
+    def check_captured(self) -> None:
+        """Refuse batch gradients on parameters whose layers skip them when capturing:
+        such a gradient comes from a use outside the layer's forward, which no
+        per-sample rule saw (it would be silently replaced by noise)."""
+        for name, m, rule in self._layers:
+            if rule.tap != "function":
+                continue
+            for k, p in rule.parameters(m).items():
+                if p.grad is not None and bool(p.grad.ne(0).any()):
+                    raise RuntimeError(
+                        f"parameter {name}.{k} got a gradient outside {type(m).__name__}"
+                        ".forward (used directly by another module?): per-sample "
+                        "gradients cannot see that use; call the layer instead")
 
     def _scale(self, b: int) -> float:
         return float(b) if self.loss_reduction == "mean" else 1.0
