@@ -110,3 +110,15 @@ def test_refusals():
         VeilFedAvg(aggregation="two-server", dp=ClientDP(1.0, 1.0, 0.5, 50, adaptive=True))
     with pytest.raises(ValueError, match="two-server"):
         FLConfig(aggregation="secagg+", dp_noise=1.0)
+
+
+@pytest.mark.parametrize("aggregation,factor", [("plain", 1.0), ("two-server", np.sqrt(2))])
+def test_a_round_without_clients_is_released_with_noise(aggregation, factor):
+    dp = ClientDP(noise_multiplier=1.0, clip=1.0, sample_rate=0.5, population=4)
+    strategy = VeilFedAvg(aggregation=aggregation, dp=dp)
+    current = ArrayRecord({"w": Array(np.zeros(D, dtype=np.float32))})
+    list(strategy.configure_train(1, current, ConfigRecord(), Nodes(4)))
+    arrays, _ = strategy.aggregate_train(1, [])   # nobody sampled, or nobody returned
+    out = arrays["w"].numpy()
+    assert out.std() == pytest.approx(factor * 1.0 / 2.0, rel=0.03)
+    assert dp.rounds_done == 1 and strategy.rounds[1]["included"] == 0

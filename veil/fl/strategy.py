@@ -143,7 +143,7 @@ class VeilFedAvg(FedAvg):
         info = {"sampled": self._sampled, "returned": len(valid)}
         assert self._current is not None
         current = flatten(self._current.to_numpy_ndarrays())
-        if not valid:
+        if not valid and self.dp is None:
             self.rounds[server_round] = dict(info, included=0, aggregate_s=0.0)
             return None, None
         if self.dp is None and self.aggregation == "plain":
@@ -151,9 +151,16 @@ class VeilFedAvg(FedAvg):
             info["included"] = len(valid)
         else:
             total, included, weight = self._sum(valid, current.size, info)
+            if not included and self.dp is None:
+                self.rounds[server_round] = dict(info, included=0, aggregate_s=0.0)
+                return None, None
             if self.dp is not None:
-                if self.aggregation == "plain":
-                    total = total + self.rng.normal((total.size,)).numpy() * self.dp.noise_std
+                if self.aggregation == "plain" or not included:
+                    # an empty round is released with the same noise as any other: skipping
+                    # it would tell a client's presence from a round without noise; with two
+                    # aggregators the released noise has twice the variance
+                    std = self.dp.noise_std * (1.0 if self.aggregation == "plain" else 2 ** 0.5)
+                    total = total + self.rng.normal((total.size,)).numpy() * std
                 if len(valid) < self._sampled:
                     log(WARNING, "round %d: %d of %d sampled clients returned; the guarantee "
                         "holds (fixed denominator qN) but the average shrinks", server_round,
@@ -163,7 +170,7 @@ class VeilFedAvg(FedAvg):
                 mean = total / weight
             arrays = unflatten(current + mean, self._current)
             metrics = MetricRecord({"loss": float(np.mean(
-                [r.content["metrics"]["loss"] for r in valid]))})
+                [r.content["metrics"]["loss"] for r in valid]))} if valid else {})
             info["included"] = included
             if self.dp is not None:
                 self.dp.rounds_done += 1
@@ -188,8 +195,10 @@ class VeilFedAvg(FedAvg):
                     b.receive(cid, r.content["veil.seed"]["sealed-seed"])
                 except (KeyError, ValueError) as exc:
                     log(WARNING, "client %d's upload is malformed and left out: %s", cid, exc)
-            mean, weight, included = reveal(a, b, size)
             self._pair = None
+            if not a.received() & b.received():
+                return np.zeros(size), 0, 0.0
+            mean, weight, included = reveal(a, b, size)
             scale = self.twoserver.max_weight
             return mean * weight * scale, len(included), weight * scale
         current = flatten(self._current.to_numpy_ndarrays())
