@@ -251,16 +251,13 @@ def test_eval_mode_training_is_refused_before_any_budget_is_spent():
 @pytest.mark.parametrize("kwargs", [
     dict(noise_multiplier=float("nan")), dict(noise_multiplier=float("inf")),
     dict(noise_multiplier=-1.0), dict(max_grad_norm=float("inf")),
-    dict(max_grad_norm=float("nan")), dict(batch_size=201), dict(batch_size=0)])
+    dict(max_grad_norm=float("nan")), dict(batch_size=201)])
 def test_make_private_validates_up_front(kwargs):
     model = nn.Linear(5, 2)
     args = dict(noise_multiplier=1.0, max_grad_norm=1.0, batch_size=20) | kwargs
-    bs = args.pop("batch_size")
+    loader = DataLoader(_data(), batch_size=args.pop("batch_size"))
     engine = PrivacyEngine()
     with pytest.raises(ValueError):
-        loader = DataLoader(_data(), batch_size=bs) if bs > 0 else DataLoader(_data())
-        if bs == 0:
-            loader.batch_size = 0
         engine.make_private(module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                             data_loader=loader, **args)
     assert engine.accountant.steps == 0
