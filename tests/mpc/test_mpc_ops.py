@@ -414,3 +414,29 @@ def test_reveal_is_float64_by_default_and_exact_above_256():
     assert full.dtype == torch.float64 and single.dtype == torch.float32
     assert_close(full, x, ULP / 2)  # float32 would be off by up to 2^-7 at 123456
     assert doubled is None and doubled1.dtype == torch.float64
+
+
+def test_opt_in_overflow_check_catches_what_the_ring_silently_wraps(monkeypatch):
+    """``VEIL_DEBUG_OVERFLOW=1``: the test oracle (both shares, in-process) names the overflow."""
+    big = torch.tensor([2.0**20])
+    huge = torch.tensor([2.0**45])
+
+    def job(party, case):
+        x = party.share(big if party.rank == 0 else None, owner=0, shape=(1,))
+        y = party.share(huge if party.rank == 1 else None, owner=1, shape=(1,))
+        if case == "product":
+            return (x * x).reveal()
+        if case == "scaled":
+            return (y * 4).reveal()
+        if case == "sum":
+            return (y + y + y + y).reveal()
+        return (x * 3.0 + (x * 2.0**-10).square()).reveal()  # fine: 3·2^20 + 2^20
+
+    silent = run_both(job, args=("scaled",))
+    assert silent.item() < 0  # without the check: four times 2^45 wraps to a negative number
+    monkeypatch.setenv("VEIL_DEBUG_OVERFLOW", "1")
+    for case, needle in (("product", "product"), ("scaled", "public value"), ("sum", "sum")):
+        with pytest.raises(Exception, match="overflow") as info:
+            veil.run(job, args=(case,), timeout=20)
+        assert needle in str(info.value) or needle in repr(info.value.__cause__), case
+    assert run_both(job, args=("ok",)).item() == 2.0**22

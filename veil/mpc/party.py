@@ -17,6 +17,7 @@ Example
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -92,6 +93,9 @@ class Party:
         self._materials_used = 0
         self._t_start = time.perf_counter()
         self._offline_at_start = 0.0
+        #: Identifies this pair of parties to the debug overflow oracle (veil.mpc.overflow).
+        self.debug_pair: bytes | None = None
+        self._debug_seq = 0
 
     # -- set-up ------------------------------------------------------------------
     def setup(self) -> None:
@@ -113,12 +117,18 @@ class Party:
                 f"{mine}, the peer has {other.get('store')} (same preprocessing run and same "
                 "number of items consumed are required)")
         self.common_rng = CSPRNG(seed)
+        self.debug_pair = hashlib.sha256(b"veil-debug-pair" + seed).digest()[:16]
         self.reset_stats()
 
     def _store_state(self) -> list | None:
         if self._store is None:
             return None
         return [self._store.store_id, self._store.consumed, self._store.total]
+
+    def next_debug_seq(self) -> int:
+        """The next sequence number of a debug-oracle check (same order in both parties)."""
+        self._debug_seq += 1
+        return self._debug_seq
 
     # -- communication -----------------------------------------------------------
     def exchange(self, obj: Any) -> Any:

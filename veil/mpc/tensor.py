@@ -46,8 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from veil import ring
-from veil.mpc import beaver
+from veil import config, ring
+from veil.mpc import beaver, overflow
 
 if TYPE_CHECKING:
     from veil.mpc.party import Party
@@ -70,6 +70,16 @@ def _gate(name: str):
 
 def _promote(a: torch.dtype, b: torch.dtype) -> torch.dtype:
     return torch.promote_types(a, b)
+
+
+def _magnitude_product(op: str, **op_params: Any):
+    """``op`` on float64 magnitudes (an upper bound of the product's magnitude)."""
+    if op == "matmul":
+        return torch.matmul
+    if op == "conv2d":
+        return lambda a, b: F.conv2d(a, b, stride=op_params.get("stride", 1),
+                                     padding=op_params.get("padding", 0))
+    return torch.mul
 
 
 def _reciprocal_integer(value: Any) -> int | None:
@@ -242,6 +252,8 @@ class SecretTensor:
         if isinstance(other, SecretTensor):
             self._check_same_party(other)
             a, b, f = self._aligned(other)
+            if config.debug_overflow():
+                overflow.check_sum(self.party, a, b)
             return self._wrap(a + b, f, _promote(self.dtype, other.dtype))
         return self._wrap(self._public_add(self._encode(other, self.frac_bits)))
 
@@ -254,6 +266,8 @@ class SecretTensor:
         if isinstance(other, SecretTensor):
             self._check_same_party(other)
             a, b, f = self._aligned(other)
+            if config.debug_overflow():
+                overflow.check_sum(self.party, a, b, "difference")
             return self._wrap(a - b, f, _promote(self.dtype, other.dtype))
         return self._wrap(self._public_add(-self._encode(other, self.frac_bits)))
 
@@ -273,6 +287,9 @@ class SecretTensor:
     def _product(self, other: SecretTensor | FixedSecretTensor, op: str, **op_params
                  ) -> SecretTensor:
         self._check_same_party(other)
+        if config.debug_overflow() and isinstance(other, SecretTensor):
+            overflow.check_product(self.party, self.share, other.share, op,
+                                   _magnitude_product(op, **op_params))
         if isinstance(other, FixedSecretTensor):
             raw = beaver.bilinear_fixed(self.party, op, self.share, other.operand, **op_params)
         else:
@@ -290,6 +307,9 @@ class SecretTensor:
             return self._product(other, "beaver")
         exact = self._exact_int(other)
         if exact is not None:
+            if config.debug_overflow():
+                peak = exact.abs().max().item() if isinstance(exact, torch.Tensor) else exact
+                overflow.check_scaled(self.party, self.share, float(peak), "beaver")
             return self._wrap(self.share * exact)
         n = _reciprocal_integer(other)
         if n is not None and self.frac_bits:
@@ -319,6 +339,8 @@ class SecretTensor:
 
     def square(self) -> SecretTensor:
         """``self * self`` in one round with a square pair (half a triple's traffic)."""
+        if config.debug_overflow():
+            overflow.check_product(self.party, self.share, self.share, "square")
         raw = beaver.square(self.party, self.share)
         return self._wrap(self._truncate(raw, self.frac_bits))
 
