@@ -22,6 +22,16 @@ def test_bad_arguments_are_rejected_before_any_work(tmp_path):
     assert r.exit_code != 0
 
 
+def test_unloadable_models_fail_in_one_line(tmp_path):
+    (tmp_path / "junk.pt2").write_bytes(b"not an exported program")
+    import torch
+    torch.save({"w": torch.zeros(2)}, tmp_path / "sd.pt")
+    for name, what in (("junk.pt2", "torch.export"), ("sd.pt", "state_dict")):
+        r = runner.invoke(app, ["inversion", "--model", str(tmp_path / name)])
+        assert r.exit_code == 1 and what in r.output, r.output
+        assert "Traceback" not in r.output and r.output.count("\n") <= 2
+
+
 def test_inversion_with_a_saved_model(tmp_path):
     import torch
 

@@ -195,23 +195,13 @@ def _membership_target(t: MembershipTarget, out_dir: Path, shadows: int, seed: i
 
 def load_model(path: str | Path) -> torch.nn.Module:
     """A saved classifier: a whole pickled module (``torch.save(model, path)``), a
-    ``torch.export`` program (``.pt2``) or a TorchScript archive.
+    ``torch.export`` program (``.pt2``) or a TorchScript archive
+    (:func:`veil.audit.audit.load_user_model`; a one-line ``ModelLoadError`` otherwise).
 
     Unpickling runs code from the file: only load models you trust.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(path)
-    if path.suffix == ".pt2":
-        return torch.export.load(str(path)).module()
-    try:
-        model = torch.load(path, weights_only=False)
-    except RuntimeError:
-        model = torch.jit.load(str(path))      # a TorchScript archive
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"{path} holds a {type(model).__name__}, not an nn.Module "
-                        "(save the whole model with torch.save(model, path))")
-    return model.eval()
+    from veil.audit.audit import load_user_model
+    return load_user_model(path)
 
 
 def inversion_experiment(out_dir: str | Path, quick: bool = False, dataset: str = "mnist",

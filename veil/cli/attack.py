@@ -65,6 +65,16 @@ def _finish(report: dict, out: Path, json_out: bool, table: Callable[[dict], obj
     console.print(f"report: {path}; figures: {out}/*.png")
 
 
+def _load(load_model: Callable, path: Path):
+    """The user's model, or a one-line error saying what to do."""
+    from veil.audit.audit import ModelLoadError
+    try:
+        return load_model(path)
+    except ModelLoadError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
 def _jsonable(o: object) -> object:
     if hasattr(o, "item"):
         return o.item()
@@ -100,7 +110,7 @@ def membership(
         raise typer.BadParameter("--model and --members go together", param_hint="--members")
     if model is not None:
         import numpy as np
-        net, mask = load_model(model), np.load(members)
+        net, mask = _load(load_model, model), np.load(members)
         with _tracker(True) as tracker:
             report = membership_of_model(net, mask, output, dataset=dataset, recipe=recipe,
                                          num_shadows=shadows or 16, seed=seed, tracker=tracker)
@@ -138,7 +148,7 @@ def inversion(
         picked = tuple(int(c) for c in classes.split(",")) if classes else None
     except ValueError:
         raise typer.BadParameter("comma-separated integers", param_hint="--classes") from None
-    net = load_model(model) if model is not None else None
+    net = _load(load_model, model) if model is not None else None
     with _tracker(True) as tracker:
         report = inversion_experiment(output, quick=quick, dataset=dataset, model=net,
                                       classes=picked, seed=seed, tracker=tracker)
@@ -159,7 +169,7 @@ def gradient(
     """DLG and Inverting Gradients on federated updates under each defence."""
     from veil.audit.experiments import gradient_experiment, load_model
     _set_threads(threads)
-    net = load_model(model) if model is not None else None
+    net = _load(load_model, model) if model is not None else None
     with _tracker(True) as tracker:
         report = gradient_experiment(output, quick=quick, dataset=dataset, model=net, seed=seed,
                                      tracker=tracker)
