@@ -42,6 +42,7 @@ Example
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import ssl
 import tempfile
@@ -99,7 +100,7 @@ class Credentials:
         role, or is expired or not yet valid.
         """
         role = _check_role(role)
-        d = Path(directory)
+        d = Path(directory).expanduser()
         if not d.is_dir():
             raise CredentialsError(f"keys directory {d} does not exist "
                                    "(create one with `veil keys init DIR`)")
@@ -174,26 +175,32 @@ class Credentials:
         (``CERT_REQUIRED``); hostnames are not checked (roles are, by
         :func:`peer_role` after the handshake). ``server`` picks the side of
         the handshake: the participant that accepted the TCP connection.
+        Built once per credentials and side, then shared by every connection.
         """
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        if server:
-            ctx.num_tickets = 0  # no resumption: every connection authenticates afresh
-        ctx.load_verify_locations(cadata=self.ca_pem.decode("ascii"))
-        # ssl loads a certificate chain only from files: a private temporary directory,
-        # removed at once.
-        with tempfile.TemporaryDirectory(prefix="veil-tls-") as tmp:
-            cert_path, key_path = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-            _write_private(cert_path, self.cert_pem)
-            _write_private(key_path, self.key_pem)
-            try:
-                ctx.load_cert_chain(cert_path, key_path)
-            except ssl.SSLError as exc:
-                raise CredentialsError(f"the {self.role} certificate or key is unusable: "
-                                       f"{exc.reason or exc}") from None
-        return ctx
+        return _context(self, server)
+
+
+@functools.lru_cache(maxsize=32)
+def _context(creds: Credentials, server: bool) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if server:
+        ctx.num_tickets = 0  # no resumption: every connection authenticates afresh
+    ctx.load_verify_locations(cadata=creds.ca_pem.decode("ascii"))
+    # ssl loads a certificate chain only from files: a private temporary directory,
+    # removed at once.
+    with tempfile.TemporaryDirectory(prefix="veil-tls-") as tmp:
+        cert_path, key_path = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        _write_private(cert_path, creds.cert_pem)
+        _write_private(key_path, creds.key_pem)
+        try:
+            ctx.load_cert_chain(cert_path, key_path)
+        except ssl.SSLError as exc:
+            raise CredentialsError(f"the {creds.role} certificate or key is unusable: "
+                                   f"{exc.reason or exc}") from None
+    return ctx
 
 
 def peer_role(tls: ssl.SSLObject | ssl.SSLSocket) -> str:

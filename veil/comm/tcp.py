@@ -64,7 +64,7 @@ MAX_REASON_BYTES = 4096
 #: Seconds a connecting peer gets to complete the TLS handshake and hello.
 HANDSHAKE_TIMEOUT = 10.0
 _RAW_CHUNK = 1 << 18          # raw socket reads
-_RECORD_BATCH = 1 << 20       # plaintext handed to TLS at once when sending
+_RECORD_BATCH = 1 << 16       # plaintext encrypted per lock hold (the receiver interleaves)
 _INITIAL_FRAME = 1 << 20      # first allocation for an incoming frame; doubles as data arrives
 _COALESCE = 1 << 16           # frames smaller than this are sent in one TLS write
 
@@ -106,7 +106,8 @@ class _TLSStream:
             except ssl.SSLWantReadError:
                 self._flush()
                 if not self._fill():
-                    raise ConnectionResetError("connection closed during the TLS handshake")
+                    raise ConnectionResetError(
+                        "connection closed during the TLS handshake") from None
             except ssl.SSLError:
                 try:
                     self._flush()  # the alert tells the peer why
@@ -506,7 +507,8 @@ def connect_mesh(
             assert listener is not None
             try:
                 ch = tls_accept(listener, credentials, expected, timeout=timeout,
-                                deadline=deadline, names=dict(zip(ROLES, names)),
+                                deadline=deadline,
+                                names=dict(zip(ROLES, names, strict=False)),
                                 max_frame_bytes=max_frame_bytes)
             except PeerTimeoutError:
                 missing = ", ".join(names[p] for p in sorted(expected.values()))

@@ -67,7 +67,7 @@ def _context(method: str):
     if method == "forkserver":
         # Preloading also hands this process's sys.path to the server (so jobs defined in
         # scripts and test modules can be unpickled there).
-        ctx.set_forkserver_preload(["veil.mpc.runtime"])
+        ctx.set_forkserver_preload(["veil.mpc.runtime", "veil.mpc.launch_tcp"])
     return ctx
 
 

@@ -32,18 +32,15 @@ from __future__ import annotations
 
 import math
 import os
-import queue
 import secrets
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from veil.mpc.runtime import Transport, run
 from veil.nn.graph import SecureGraph, convert
 from veil.nn.report import InferenceReport
 from veil.nn.secure import (
@@ -67,13 +64,6 @@ def _is_fss_key(kind: str) -> bool:
 
 
 # --------------------------------------------------------------------------- party-local job
-
-def _load_private(source: Any) -> Any:
-    """A party's private input: the object itself (local) or a file only it reads (tcp)."""
-    if isinstance(source, str | os.PathLike):
-        return torch.load(source, map_location="cpu", weights_only=True)
-    return source
-
 
 def _delta(a: dict, b: dict, key: str) -> float:
     return b[key] - a[key]
@@ -159,16 +149,20 @@ def _warm_up() -> None:
         gates.sign_finish(m1, 1, xh, wh)
 
 
-def _service_job(party, public: SecureGraph, weights_src: Any, inputs_src: Any, session: str,
-                 batch_sizes: Sequence[int], plans: Sequence[list], reveal_to: int | None,
-                 progress: Any = None, prefetch: Sequence[bool] = ()) -> dict:
-    """SPMD program of both computing parties (see :func:`serve`)."""
+def _service_job(party, mine: Any, public: SecureGraph, kept: SharedWeights | None,
+                 session: str, batch_sizes: Sequence[int], plans: Sequence[list],
+                 reveal_to: int | None, prefetch: Sequence[bool],
+                 progress: Progress | None = None) -> dict:
+    """SPMD program of both computing parties (see :func:`serve`).
+
+    ``mine`` is this party's private input from the runtime: the weights' state (model
+    owner; ``None`` with ``kept`` shared weights) or the batches (data owner).
+    """
     rank = party.rank
     graph = public
-    kept = weights_src if isinstance(weights_src, SharedWeights) else None
     if rank == MODEL_OWNER and kept is None:
-        graph = public.with_weights(_load_private(weights_src))
-    inputs = _load_private(inputs_src) if rank == DATA_OWNER else None
+        graph = public.with_weights(mine)
+    inputs = mine if rank == DATA_OWNER else None
     meter = _KindMeter(party)
     _warm_up()
 
@@ -212,11 +206,7 @@ def _progress_callback(progress: Any, batch_index: int, batches: int) -> Progres
         return None
 
     def cb(done: int, total: int) -> None:
-        value = (batch_index * total + done, batches * total)
-        if callable(progress):
-            progress(*value)
-        else:  # a queue to the launcher (tcp)
-            progress.put(value)
+        progress(batch_index * total + done, batches * total)
 
     return cb
 
@@ -274,8 +264,7 @@ def serve(
     reports: one :class:`~veil.nn.report.InferenceReport` per batch; the weight-sharing
         set-up cost is in every report's ``setup_*`` fields (paid once).
     """
-    if transport not in ("local", "tcp"):
-        raise ValueError(f"transport must be 'local' or 'tcp', got {transport!r}")
+    transport = Transport.parse(transport).value
     if reveal_to not in (0, 1, None):
         raise ValueError(f"reveal_to must be 0, 1 or None, got {reveal_to!r}")
     batches = list(batches)
@@ -304,67 +293,13 @@ def serve(
              for p in plans]
     inputs = [x.detach().double().cpu() for x in batches]
     public = graph.public()
-    weights = graph.state() if weights is None else weights
-    if transport == "local":
-        results = _run_local(public, weights, inputs, session, sizes, plans, reveal_to,
-                             timeout, progress, fetch)
-    else:
-        results = _run_tcp(public, weights, inputs, session, sizes, plans, reveal_to,
-                           timeout, threads, progress, fetch)
+    kept = weights if isinstance(weights, SharedWeights) else None
+    # The runtime hands each party only its own private input (over TCP, only to its process).
+    results = run(_service_job, transport, timeout=timeout, threads=threads,
+                  inputs=(graph.state() if kept is None else None, inputs),
+                  args=(public, kept, session, sizes, plans, reveal_to, fetch),
+                  progress=progress)
     return _collect(results, sizes, transport, reveal_to)
-
-
-def _run_local(public, state, inputs, session, sizes, plans, reveal_to, timeout, progress,
-               fetch) -> list:
-    from veil.mpc.runtime import run
-
-    return run(_service_job, transport="local", timeout=timeout,
-               args=(public, state, inputs, session, sizes, plans, reveal_to, progress, fetch))
-
-
-def _run_tcp(public, state, inputs, session, sizes, plans, reveal_to, timeout, threads,
-             progress, fetch) -> list:
-    import multiprocessing as mp
-
-    from veil.mpc.runtime import run
-
-    with tempfile.TemporaryDirectory(prefix="veil-inference-") as tmp:
-        # Each private input goes to a file that only its owner's process reads.
-        weights_file, inputs_file = Path(tmp) / "model-owner.pt", Path(tmp) / "data-owner.pt"
-        files = [(inputs_file, inputs)]
-        if not isinstance(state, SharedWeights):  # (shared weights: each party's own file)
-            files.append((weights_file, state))
-        for path, obj in files:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(obj, fh)
-        manager = q = None
-        stop = threading.Event()
-        if progress is not None:
-            manager = mp.get_context("spawn").Manager()
-            q = manager.Queue()
-
-            def pump() -> None:
-                while not stop.is_set():
-                    try:
-                        progress(*q.get(timeout=0.1))
-                    except queue.Empty:
-                        continue
-                    except (EOFError, OSError):
-                        return
-
-            threading.Thread(target=pump, daemon=True).start()
-        try:
-            # spawn, not fork: a forked party would inherit the launcher's memory (both inputs)
-            return run(_service_job, transport="tcp", timeout=timeout, threads=threads,
-                       start_method="spawn",
-                       args=(public, state if isinstance(state, SharedWeights) else
-                             str(weights_file), str(inputs_file), session, sizes,
-                             plans, reveal_to, q, fetch))
-        finally:
-            stop.set()
-            if manager is not None:
-                manager.shutdown()
 
 
 def _collect(results: list, sizes: list[int], transport: str, reveal_to: int | None
