@@ -17,6 +17,7 @@ FedProx is FedAvg with ``proximal_mu > 0`` sent to the clients (key
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from logging import INFO, WARNING
@@ -83,8 +84,9 @@ class VeilFedAvg(FedAvg):
         self.aggregation, self.dp, self.proximal_mu = aggregation, dp, proximal_mu
         ts = twoserver or TwoServerConfig()
         if dp is not None:
-            # uniform weights (the DP sum), noise by each aggregator
-            ts = TwoServerConfig(ts.ring_bits, ts.frac_bits, 1.0, ts.max_clients, dp.noise_std)
+            # uniform weights (the DP sum), noise by each aggregator (the clip is fixed:
+            # adaptive clipping is refused above)
+            ts = dataclasses.replace(ts, max_weight=1.0, noise_std=dp.noise_std)
         self.twoserver = ts
         self.task_config = dict(task_config or {})
         self.rng = CSPRNG()
@@ -102,12 +104,7 @@ class VeilFedAvg(FedAvg):
         cfg["proximal-mu"] = float(self.proximal_mu)
         if self.dp is not None:
             cfg[KEY_DP_CLIP] = float(self.dp.clip)
-            if self.dp.adaptive:
-                cfg["veil.dp.report-bit"] = True
         if self.aggregation == "two-server":
-            if self.dp is not None:  # the clip may adapt; noise follows it
-                self.twoserver = TwoServerConfig(self.twoserver.ring_bits, self.twoserver.frac_bits,
-                                                 1.0, self.twoserver.max_clients, self.dp.noise_std)
             self._pair = (Aggregator("A", self.twoserver), Aggregator("B", self.twoserver))
             cfg[KEY_PK_B] = self._pair[1].public_key
             cfg["veil.twoserver.ring-bits"] = self.twoserver.ring_bits
