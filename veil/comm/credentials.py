@@ -122,6 +122,7 @@ class Credentials:
     def check(self, source: str = "credentials") -> None:
         """Validate: parseable, signed by the CA, for this role, within validity, key matches."""
         from cryptography import x509
+        from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import serialization
 
         try:
@@ -139,7 +140,7 @@ class Credentials:
                 f"{source}: {self.role}.key is not an unencrypted PEM private key") from None
         try:
             cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, Exception) as exc:  # InvalidSignature is not a ValueError
+        except (InvalidSignature, ValueError, TypeError) as exc:
             raise CredentialsError(f"{source}: {self.role}.pem was not issued by this ca.pem "
                                    f"({type(exc).__name__})") from None
         name = _common_name(cert)
