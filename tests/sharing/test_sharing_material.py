@@ -98,3 +98,33 @@ def test_request_keys_canonical():
     assert len(plan) == 3 and plan[0] == ("beaver", {"shape_x": [2], "shape_y": [2]})
     with pytest.raises(TypeError):
         canonical_params({"x": object()})
+
+
+def test_material_kinds_describe_their_family_and_size():
+    """No caller recognises a kind by its name or module, or hard-codes its size."""
+    import math
+
+    import veil.mpc.nonlinear  # noqa: F401  (registers the FSS kinds)
+    from veil.fss.gates import sign_key_bits
+    from veil.sharing.material import get_kind, plan_bytes
+
+    assert {k: get_kind(k).family for k in ("beaver", "matmul_fixed", "fixed_mask", "square",
+                                            "fss_sign", "fss_eq")} == {
+        "beaver": "triple", "matmul_fixed": "triple", "fixed_mask": "mask", "square": "triple",
+        "fss_sign": "fss_key", "fss_eq": "fss_key"}
+    conv = {"shape_x": [2, 3, 8, 8], "shape_y": [4, 3, 3, 3], "stride": [1, 1],
+            "padding": [1, 1]}
+    assert get_kind("conv2d").nbytes(conv) == 8 * (2 * 3 * 64 + 4 * 27 + 2 * 4 * 64)
+    sign = {"count": 10, "relu": True}
+    assert get_kind("fss_sign").nbytes(sign) == 10 * (
+        math.ceil(sign_key_bits(relu=True) / 8) + 16)
+    # The sizes are what a party really holds after expansion.
+    from veil.sharing.store import generate_items
+
+    plan = [("matmul", {"shape_x": [5, 7], "shape_y": [7, 2]}), ("square", {"shape": [6]})]
+    items0, _, _ = generate_items(plan)
+    held = sum(t.numel() * 8 for (k, p, m) in items0
+               for t in get_kind(k).expand(0, m, **p).values())
+    assert plan_bytes(plan) == held
+    with pytest.raises(ValueError, match="family"):
+        register_material("doc_bad_family", family="bogus")

@@ -38,7 +38,22 @@ from veil.sharing.dealer import register_material
 __all__ = ["fss_eq", "fss_sign"]
 
 
-@register_material("fss_sign")
+def _sign_bytes(*, count: int, extra: int = 0, relu: bool = False, method: str = "exact",
+                ring_bits: int = 64, bits: int | None = None, lean: bool = False) -> int:
+    """One party's bytes: the packed DCF keys plus the mask shares (r, c and r_w)."""
+    key = gates.sign_key_bits(ring_bits, extra=int(extra), relu=bool(relu), method=method,
+                              bits=bits, lean=bool(lean))
+    return int(count) * ((key + 7) // 8 + 8 * (2 + int(extra)))
+
+
+def _eq_bytes(*, count: int, ring_bits: int = 64) -> int:
+    """One party's bytes: the packed DPF keys plus the mask share."""
+    from veil.fss.key import key_bits
+
+    return int(count) * ((key_bits("dpf", ring_bits, ring_bits) + 7) // 8 + 8)
+
+
+@register_material("fss_sign", family="fss_key", size=_sign_bytes)
 def fss_sign(rng: CSPRNG, *, count: int, extra: int = 0, relu: bool = False,
              method: str = "exact", ring_bits: int = 64, bits: int | None = None,
              lean: bool = False) -> tuple[dict, dict]:
@@ -47,7 +62,7 @@ def fss_sign(rng: CSPRNG, *, count: int, extra: int = 0, relu: bool = False,
                              method=method, rng=rng, bits=bits, lean=bool(lean))
 
 
-@register_material("fss_eq")
+@register_material("fss_eq", family="fss_key", size=_eq_bytes)
 def fss_eq(rng: CSPRNG, *, count: int, ring_bits: int = 64) -> tuple[dict, dict]:
     """Both halves of ``count`` equality-to-zero gates (one DPF each)."""
     return gates.eq_keygen(int(count), ring_bits=ring_bits, rng=rng)

@@ -26,6 +26,12 @@ Any module can add kinds without touching this one::
 
 Parameters are canonicalised to JSON (tuples become lists) and the pair
 ``(kind, params)`` is checked online against what the dealer produced.
+
+A kind describes itself: its ``family`` (:data:`FAMILIES`: ``"triple"``,
+``"mask"``, ``"fss_key"``, ``"other"``) and, through ``size(**params)``, the
+bytes of one party's material for given parameters. Code elsewhere asks the
+kind (:meth:`MaterialKind.nbytes`, :func:`plan_bytes`) instead of recognising
+it by its name or its module and hard-coding sizes.
 """
 
 from __future__ import annotations
@@ -47,6 +53,11 @@ if TYPE_CHECKING:
 
 Generator = Callable[..., tuple[dict, dict]]
 Expander = Callable[..., dict]
+Sizer = Callable[..., int]
+
+#: What a kind of material is for: Beaver-style product triples, reusable masks, FSS gate
+#: keys, anything else.
+FAMILIES = ("triple", "mask", "fss_key", "other")
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,15 @@ class MaterialKind:
     expand: Expander | None
     module: str
     keyed: bool = False
+    family: str = "other"
+    size: Sizer | None = None
+
+    def nbytes(self, params: Mapping[str, Any]) -> int:
+        """Bytes of one party's (expanded) material of this kind with ``params``."""
+        if self.size is None:
+            raise UnknownMaterialError(f"material kind {self.name!r} does not describe its "
+                                       "size (register it with size=...)")
+        return int(self.size(**params))
 
     def run(self, rng: CSPRNG, keyring: MaskKeyring, params: Mapping[str, Any]
             ) -> tuple[dict, dict]:
@@ -72,7 +92,8 @@ _LOCK = threading.Lock()
 
 
 def register_material(
-    name: str, *, expand: Expander | None = None, replace: bool = False, keyed: bool = False
+    name: str, *, expand: Expander | None = None, replace: bool = False, keyed: bool = False,
+    family: str = "other", size: Sizer | None = None,
 ) -> Callable[[Generator], Generator]:
     """Decorator registering ``generate(rng, **params) -> (m0, m1)`` under ``name``.
 
@@ -87,6 +108,10 @@ def register_material(
         Allow re-registering an existing name (otherwise a clear error).
     keyed:
         The generator takes the dealer's mask keyring as second argument.
+    family:
+        One of :data:`FAMILIES`.
+    size:
+        ``size(**params) -> int``: bytes of one party's material for ``params``.
 
     Example
     -------
@@ -98,6 +123,8 @@ def register_material(
     """
     if not isinstance(name, str) or not name:
         raise ValueError("material kind name must be a non-empty string")
+    if family not in FAMILIES:
+        raise ValueError(f"material family must be one of {FAMILIES}, got {family!r}")
 
     def deco(fn: Generator) -> Generator:
         with _LOCK:
@@ -106,7 +133,7 @@ def register_material(
                 if (old.module, old.generate.__qualname__) != (fn.__module__, fn.__qualname__):
                     raise ValueError(f"material kind {name!r} is already registered by "
                                      f"{old.module}")
-            _REGISTRY[name] = MaterialKind(name, fn, expand, fn.__module__, keyed)
+            _REGISTRY[name] = MaterialKind(name, fn, expand, fn.__module__, keyed, family, size)
         return fn
 
     return deco
@@ -123,6 +150,17 @@ def get_kind(name: str, module: str | None = None) -> MaterialKind:
         raise UnknownMaterialError(
             f"no dealer material of kind {name!r} is registered (known: {known})")
     return kind
+
+
+def plan_bytes(plan: Iterable) -> int:
+    """Bytes of one party's material for a whole plan, as the kinds describe themselves.
+
+    Example
+    -------
+    >>> plan_bytes([("matmul", {"shape_x": [2, 3], "shape_y": [3, 4]})])   # a, b, c in int64
+    208
+    """
+    return sum(get_kind(kind).nbytes(params) for kind, params in normalize_plan(plan))
 
 
 def registered_modules() -> list[str]:

@@ -22,6 +22,7 @@ Registered kinds and their parameters:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -169,11 +170,19 @@ def _register(op: str) -> None:
     def expand_fixed(rank: int, material: dict, **params) -> dict:
         return _expand_fixed(op, rank, material, **params)
 
+    def size(*, shape_x: Shape, shape_y: Shape, **params) -> int:  # a, b, c
+        out = bilinear_shape(op, shape_x, shape_y, **_op_params(op, params))
+        return 8 * (math.prod(shape_x) + math.prod(shape_y) + math.prod(out))
+
+    def size_fixed(*, shape_x: Shape, shape_y: Shape, mask_id: str, **params) -> int:  # a, c
+        out = bilinear_shape(op, shape_x, shape_y, **_op_params(op, params))
+        return 8 * (math.prod(shape_x) + math.prod(out))
+
     generate.__name__ = generate.__qualname__ = f"generate_{op}_triple"
     generate_fixed.__name__ = generate_fixed.__qualname__ = f"generate_{op}_fixed_triple"
-    register_material(op, expand=expand, replace=True)(generate)
-    register_material(f"{op}_fixed", expand=expand_fixed, replace=True, keyed=True)(
-        generate_fixed)
+    register_material(op, expand=expand, replace=True, family="triple", size=size)(generate)
+    register_material(f"{op}_fixed", expand=expand_fixed, replace=True, keyed=True,
+                      family="triple", size=size_fixed)(generate_fixed)
 
 
 for _op in ("beaver", "matmul", "conv2d"):
@@ -186,7 +195,8 @@ def _expand_fixed_mask(rank: int, material: dict, *, mask_id: str, shape: Shape)
     return {"b": _correction(material, shape, "fixed mask", key="b")}
 
 
-@register_material("fixed_mask", expand=_expand_fixed_mask, replace=True, keyed=True)
+@register_material("fixed_mask", expand=_expand_fixed_mask, replace=True, keyed=True,
+                   family="mask", size=lambda *, mask_id, shape: 8 * math.prod(shape))
 def generate_fixed_mask(rng: CSPRNG, keyring: MaskKeyring, *, mask_id: str, shape: Shape
                         ) -> tuple[dict, dict]:
     """Shares of the reusable mask ``mask_id`` (issued once: a second request raises)."""
@@ -202,7 +212,8 @@ def _expand_square(rank: int, material: dict, *, shape: Shape) -> dict:
     return {"a": a, "c": c}
 
 
-@register_material("square", expand=_expand_square, replace=True)
+@register_material("square", expand=_expand_square, replace=True, family="triple",
+                   size=lambda *, shape: 16 * math.prod(shape))
 def generate_square_pair(rng: CSPRNG, *, shape: Shape) -> tuple[dict, dict]:
     """Shares of ``(a, a*a)`` for squaring a secret in one round."""
     s0, s1 = rng.seed(), rng.seed()
