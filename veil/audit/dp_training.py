@@ -8,14 +8,21 @@ plain model.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-if TYPE_CHECKING:
-    from veil.audit.targets import Recipe
+
+class Recipe(Protocol):
+    """What DP-SGD reads of a training recipe (e.g. :class:`veil.audit.targets.Recipe`, a
+    dataclass; this module does not import it, so the two never form a cycle)."""
+
+    epochs: int
+    batch_size: int
+    dp_noise: float | None
+    dp_clip: float
 
 
 def train_dp_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe,
