@@ -11,8 +11,7 @@ Example
 >>> from flwr.app import Context, RecordDict
 >>> from veil.fl import FLConfig, Task
 >>> cfg = FLConfig(task=Task(model="mlp", dataset="digits", num_clients=3), rounds=1)
->>> with task_identity():
-...     log = run_in_process(cfg)
+>>> log = run_in_process(cfg)
 >>> log.rounds[0]["included"]
 3
 """
@@ -88,6 +87,7 @@ def run_in_process(cfg, fail: dict | None = None, progress=None):
     grid = InProcessGrid(app, cfg.task.num_clients, fail)
     log = RoundLog(progress)
     ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
-    _run_server(grid, ctx, cfg, log)
+    with task_identity():
+        _run_server(grid, ctx, cfg, log)
     log.grid = grid
     return log
