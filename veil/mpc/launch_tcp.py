@@ -17,6 +17,7 @@ without the guard is detected before anything starts.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import multiprocessing as mp
 import os
@@ -168,8 +169,9 @@ def launch_tcp(job: Job, args: Mapping[int, tuple], kwargs: Mapping, options: Op
     session = os.urandom(16)
     creds = ephemeral()  # a fresh deployment per run; each process gets only its own key
     # Loopback set-up needs no long timeout, but process start-up on a busy machine may.
-    options = Options(**{**options.__dict__, "modules": tuple(registered_modules()),
-                         "connect_timeout": options.connect_timeout or max(options.timeout, 30.0)})
+    options = dataclasses.replace(
+        options, modules=tuple(registered_modules()),
+        connect_timeout=options.connect_timeout or max(options.timeout, 30.0))
     pipes, procs = [], []
     for rank in (0, 1, DEALER):
         parent, child = ctx.Pipe()
