@@ -69,7 +69,8 @@ def trunc_key_bytes(shift: int) -> int:
     return (bits + 7) // 8 + 2 * 8
 
 
-@register_material("trunc")
+@register_material("trunc", family="fss_key",
+                   size=lambda *, count, shift: int(count) * trunc_key_bytes(shift))
 def generate_trunc(rng: CSPRNG, *, count: int, shift: int) -> tuple[dict, dict]:
     """Both parties' halves of ``count`` exact truncations by ``shift`` bits."""
     from veil.fss.dcf import dcf_gen
