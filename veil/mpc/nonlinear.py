@@ -36,7 +36,9 @@ satisfy ``|x| < 2^(k-2)``.
 **Lean gates** (``lean=True``): a 1-bit-output DCF with early termination and a
 second round that opens one masked bit per element to select ``d``, ``d·x`` and
 ``d·w`` (Orca-style): about 4x smaller keys and faster evaluation, one more
-round per gate (``veil bench fss`` and ``docs/fss.md`` have the measurements). Comparison results are secret 0/1 values in the operand's
+round per gate (``veil bench fss`` and ``docs/fss.md`` have the measurements).
+
+Comparison results are secret 0/1 values in the operand's
 fixed-point encoding. ``method="ariann"`` swaps in AriaNN's original
 comparison (wrong with probability ``|x| / 2^32`` per element; for
 reproducing the paper only).
