@@ -30,8 +30,6 @@ tensor(True)
 
 from __future__ import annotations
 
-import math
-import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from veil import config
 from veil.mpc.runtime import Transport, run
 from veil.nn.graph import SecureGraph, convert
 from veil.nn.report import InferenceReport
@@ -52,15 +51,14 @@ from veil.nn.secure import (
     secure_forward,
     share_weights,
 )
-from veil.sharing.material import get_kind
+from veil.sharing.material import get_kind, plan_bytes
 
 Progress = Callable[[int, int], None]
 
 
 def _is_fss_key(kind: str) -> bool:
-    """Whether dealer material of ``kind`` is FSS keys (registered by
-    :mod:`veil.sharing.fss_keys`)."""
-    return get_kind(kind).module == "veil.sharing.fss_keys"
+    """Whether dealer material of ``kind`` is FSS keys (the kind says so)."""
+    return get_kind(kind).family == "fss_key"
 
 
 # --------------------------------------------------------------------------- party-local job
@@ -82,22 +80,9 @@ def _chunks(plan: list) -> list[tuple[bool, list]]:
 
 
 def estimate_material_bytes(plan: list) -> int:
-    """Rough bytes of dealer material one party holds for ``plan`` (to bound memory)."""
-    from veil.fss.gates import sign_key_bits
-
-    total = 0
-    for kind, params in plan:
-        if kind == "fss_sign":
-            bits = sign_key_bits(extra=int(params.get("extra", 0)),
-                                 relu=bool(params.get("relu", False)),
-                                 method=params.get("method", "exact"))
-            total += int(params["count"]) * (bits // 8 + 8 * (2 + int(params.get("extra", 0))))
-        elif kind == "fss_eq":
-            total += int(params["count"]) * 1200
-        else:  # triples: about the size of the largest operand or output, in int64
-            sizes = [math.prod(params[k]) for k in ("shape_x", "shape_y") if k in params]
-            total += 8 * 2 * max(sizes or [0])
-    return total
+    """Bytes of dealer material one party holds for ``plan`` (to bound memory), as each
+    material kind describes itself (:func:`veil.sharing.material.plan_bytes`)."""
+    return plan_bytes(plan)
 
 
 class _KindMeter:
@@ -213,7 +198,7 @@ def _progress_callback(progress: Any, batch_index: int, batches: int) -> Progres
 
 def prefetch_limit_bytes() -> int:
     """Most dealer material (bytes per party) that ``offline="auto"`` fetches up front."""
-    return int(float(os.environ.get("VEIL_PREFETCH_LIMIT_MB", "1024")) * 2**20)
+    return config.prefetch_limit_bytes()  # $VEIL_PREFETCH_LIMIT_MB
 
 
 def new_session() -> str:
