@@ -75,7 +75,7 @@ def synthetic_mnist(n, seed):
     return TensorDataset(images, labels)
 
 
-def main(epochs=2, n=384, batch_size=64, sigma=1.0, max_per_sample_grad_norm=1.0,
+def main(epochs=4, n=384, batch_size=64, sigma=1.0, max_per_sample_grad_norm=1.0,
          delta=1e-5, lr=0.5):
     torch.manual_seed(0)
     device = torch.device("cpu")
