@@ -107,7 +107,7 @@ class _Positional(nn.Module):
 
     def __init__(self, seq_len: int, dim: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(seq_len, dim) * 0.02)
+        self.weight = nn.Parameter(torch.randn(seq_len, dim) * 0.02)  # not-secret: initial weights
 
     def forward(self, x):
         return x + self.weight[: x.shape[1]]
