@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import typer
+
+from veil.cli.jsonout import dumps
 
 app = typer.Typer(help="Differential privacy: ε of DP-SGD / DP-SGLD, private training.",
                   no_args_is_help=True)
 
 
-def _strict(obj):
-    """JSON has no Infinity/NaN: non-finite numbers become ``null``."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_strict(v) for v in obj]
-    return obj
-
-
-def _dumps(payload, **kwargs) -> str:
-    return json.dumps(_strict(payload), allow_nan=False, **kwargs)
-
-
 def _emit(as_json: bool, payload: dict, text: str) -> None:
     if as_json:
-        typer.echo(_dumps(payload))
+        typer.echo(dumps(payload))
     else:
         from rich.console import Console
 
@@ -131,9 +116,9 @@ def train_cmd(
     report.update(method=method, dataset=dataset, n=n, delta=delta)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(_dumps(report, indent=2))
+        output.write_text(dumps(report, indent=2))
     if as_json:
-        typer.echo(_dumps(report))
+        typer.echo(dumps(report))
     else:
         from rich.table import Table
 

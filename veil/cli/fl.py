@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import typer
+
+from veil.cli.jsonout import dumps
 
 app = typer.Typer(help="Federated learning on Flower: FedAvg/FedProx, SecAgg+, two-server "
                        "secure aggregation, client-level DP.", no_args_is_help=True)
@@ -14,15 +14,6 @@ app = typer.Typer(help="Federated learning on Flower: FedAvg/FedProx, SecAgg+, t
 _COLUMNS = ("round", "accuracy", "loss", "bytes_up_per_client", "bytes_down_per_client",
             "server_s", "round_s", "included", "epsilon")
 
-
-def _strict(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_strict(v) for v in obj]
-    return obj
 
 
 def _config(model, dataset, clients, fraction, rounds, partition, aggregation, local_epochs,
@@ -82,9 +73,9 @@ def _finish(history: dict, output: Path | None, as_json: bool) -> None:
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         history["plots"] = plot_history(history, output)
-        (output / "fl.json").write_text(json.dumps(_strict(history), indent=1, allow_nan=False))
+        (output / "fl.json").write_text(dumps(history, indent=1))
     if as_json:
-        typer.echo(json.dumps(_strict(history), allow_nan=False))
+        typer.echo(dumps(history))
     else:
         last = history["rounds"][-1]
         typer.echo(f"final accuracy {last['accuracy']:.4f} after {last['round']} rounds"
