@@ -10,8 +10,8 @@ from __future__ import annotations
 import typer
 
 from veil.cli import attack, bench, data, demo, dp, fe, models, service
-from veil.cli import fl as fl_cli
 from veil.cli import audit as audit_cli
+from veil.cli import fl as fl_cli
 from veil.cli import he as he_cli
 from veil.cli import keys as keys_cli
 from veil.cli import train as train_cli
